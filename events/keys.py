@@ -1,0 +1,86 @@
+"""Every Redis key coda uses, and the partition rule that keeps a thread's keys in one slot.
+
+All keys of a thread, and the feed of its partition, carry the hash tag `{p}` where
+`p = crc32(thread_id) mod partitions`. Redis Cluster hashes only the text between the first
+braces, so everything one append script touches lives in one slot (and on one node).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from events.errors import InvalidNameError
+
+DEFAULT_PREFIX: Final = "coda"
+DEFAULT_PARTITIONS: Final = 64
+MAX_PARTITIONS: Final = 16384  # one slot each at most; more would only share slots
+
+_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_THREAD_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def check_thread_id(thread_id: str) -> str:
+    """The thread id, if it is 1-128 characters of letters, digits and `_ . : -`."""
+    if not _THREAD_ID_RE.fullmatch(thread_id):
+        raise InvalidNameError(
+            f"invalid thread id {thread_id!r}: use 1-128 characters of A-Z a-z 0-9 _ . : -"
+        )
+    return thread_id
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key names under one prefix, for a deployment with a fixed number of partitions."""
+
+    prefix: str = DEFAULT_PREFIX
+    partitions: int = DEFAULT_PARTITIONS
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise InvalidNameError(
+                f"invalid key prefix {self.prefix!r}: use 1-64 characters of A-Z a-z 0-9 _ . : -"
+            )
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise InvalidNameError(f"partitions must be 1..{MAX_PARTITIONS}, not {self.partitions}")
+
+    def partition(self, thread_id: str) -> int:
+        return zlib.crc32(thread_id.encode()) % self.partitions
+
+    def stream(self, thread_id: str) -> str:
+        """The thread's events; entry id `<version>-0`."""
+        return f"{self._tag(thread_id)}:stream:{thread_id}"
+
+    def meta(self, thread_id: str) -> str:
+        """A hash: version, head, ended leaves, thread end, seals."""
+        return f"{self._tag(thread_id)}:meta:{thread_id}"
+
+    def ids(self, thread_id: str) -> str:
+        """A hash: event id -> version, for idempotent appends."""
+        return f"{self._tag(thread_id)}:ids:{thread_id}"
+
+    def feed(self, partition: int) -> str:
+        """The partition's feed: every event of its threads, in append order, for consumers."""
+        if not 0 <= partition < self.partitions:
+            raise InvalidNameError(f"partition must be 0..{self.partitions - 1}, not {partition}")
+        return f"{self.prefix}:{{{partition}}}:feed"
+
+    def append_keys(self, thread_id: str) -> tuple[str, str, str, str]:
+        """KEYS of the append script, in its order: stream, meta, ids, feed."""
+        check_thread_id(thread_id)
+        return (
+            self.stream(thread_id),
+            self.meta(thread_id),
+            self.ids(thread_id),
+            self.feed(self.partition(thread_id)),
+        )
+
+    @property
+    def config(self) -> str:
+        """A hash holding deployment settings fixed for its life (the partition count)."""
+        return f"{self.prefix}:config"
+
+    def _tag(self, thread_id: str) -> str:
+        return f"{self.prefix}:{{{self.partition(thread_id)}}}"

@@ -1,0 +1,209 @@
+"""The events: immutable facts, tagged with stable dotted names, stored as msgpack.
+
+Schema rules (see docs/storage.md): a new field always gets a default, and a default never
+changes (stored events omit default values); a field's type never changes; a breaking change is a
+new tag. Stored events are decoded ignoring unknown fields, so old readers keep working.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, TypeAlias
+
+import msgspec
+import uuid_utils
+
+# Who caused an event. `policy` is coda's own rule engine; `system` is housekeeping (leases).
+Actor: TypeAlias = Literal["user", "model", "classifier", "policy", "moderator", "system"]
+Tier: TypeAlias = Literal["benign", "redirect", "terminable", "crisis", "unknown"]
+ReplyKind: TypeAlias = Literal["answer", "crisis_support", "end_confirmation", "farewell"]
+FailureReason: TypeAlias = Literal["error", "cancelled", "owner_lost", "timeout"]
+EndScope: TypeAlias = Literal["branch", "thread"]
+Rating: TypeAlias = Literal["up", "down"]
+
+Id: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+PolicyParam: TypeAlias = str | int | float | bool
+
+
+def new_id() -> str:
+    """A new UUIDv7: unique, and sorted by creation time."""
+    return str(uuid_utils.uuid7())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    """Fields every event carries."""
+
+    thread_id: Id
+    actor: Actor
+    actor_id: str | None = None
+    event_id: Id = msgspec.field(default_factory=new_id)
+    occurred_at: datetime = msgspec.field(default_factory=utc_now)
+
+
+class PolicyRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The versioned policy a thread runs under, with the parameters in force."""
+
+    name: str
+    version: str
+    params: dict[str, PolicyParam] = {}
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ThreadStarted(Event, frozen=True, tag="thread.started"):
+    tenant: Id
+    owner: Id
+    model: str
+    policy: PolicyRef
+    title: str = ""
+    metadata: dict[str, str] = {}
+
+
+class MessagePosted(Event, frozen=True, tag="message.posted"):
+    """A user turn; `parent_id` is None for the first message of a branch from the root."""
+
+    message_id: Id
+    parent_id: Id | None
+    content: str
+
+
+class MessageClassified(Event, frozen=True, tag="message.classified"):
+    message_id: Id
+    classifier: str
+    classifier_version: str
+    tier: Tier
+    categories: tuple[str, ...] = ()
+    score: float = 0.0
+    error: str | None = None
+
+
+class ReplyStarted(Event, frozen=True, tag="reply.started"):
+    message_id: Id
+    parent_id: Id
+    model: str
+    lease_owner: str
+    lease_expires_at: datetime
+
+
+class ReplyCompleted(Event, frozen=True, tag="reply.completed"):
+    message_id: Id
+    parent_id: Id
+    content: str
+    kind: ReplyKind
+    content_sha256: str
+    finish_reason: str = "stop"
+    model: str = ""
+    usage: Usage = Usage()
+
+
+class ReplyRedirected(Event, frozen=True, tag="reply.redirected"):
+    message_id: Id
+    parent_id: Id
+    content: str
+    attempt: int
+    category: str
+
+
+class ReplyWarned(Event, frozen=True, tag="reply.warned"):
+    message_id: Id
+    parent_id: Id
+    content: str
+    category: str
+
+
+class ReplyFailed(Event, frozen=True, tag="reply.failed"):
+    message_id: Id
+    parent_id: Id
+    reason: FailureReason
+    partial_content: str = ""
+    detail: str = ""
+
+
+class BranchForked(Event, frozen=True, tag="branch.forked"):
+    """A user edited `edited_message_id`; `new_message_id` is its new sibling under `parent_id`."""
+
+    edited_message_id: Id
+    parent_id: Id | None
+    new_message_id: Id
+
+
+class EndRejected(Event, frozen=True, tag="end.rejected"):
+    leaf_id: Id
+    reason: str
+    category: str | None = None
+
+
+class ThreadEnded(Event, frozen=True, tag="thread.ended"):
+    """The branch ending at `leaf_id` (or, with scope `thread`, the whole thread) takes no more turns."""
+
+    leaf_id: Id
+    scope: EndScope
+    reason: str
+    policy_version: str
+    category: str | None = None
+    evidence: tuple[int, ...] = ()
+
+
+class FeedbackGiven(Event, frozen=True, tag="feedback.given"):
+    rating: Rating
+    message_id: Id | None = None
+    comment: str = ""
+
+
+AnyEvent: TypeAlias = (
+    ThreadStarted
+    | MessagePosted
+    | MessageClassified
+    | ReplyStarted
+    | ReplyCompleted
+    | ReplyRedirected
+    | ReplyWarned
+    | ReplyFailed
+    | BranchForked
+    | EndRejected
+    | ThreadEnded
+    | FeedbackGiven
+)
+
+ATTACHING: Final = (
+    MessagePosted,
+    ReplyStarted,
+    ReplyCompleted,
+    ReplyRedirected,
+    ReplyWarned,
+    ReplyFailed,
+    BranchForked,
+)
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(AnyEvent)
+
+
+def tag_of(event: AnyEvent) -> str:
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def encode(event: AnyEvent) -> bytes:
+    """The stored bytes of an event (msgpack)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """An event from its stored bytes; unknown fields are ignored."""
+    return _decoder.decode(data)
+
+
+def attach_point(event: AnyEvent) -> tuple[bool, str | None]:
+    """Whether the event continues a branch, and the message it hangs below (None: the root)."""
+    if isinstance(event, ATTACHING):
+        return True, event.parent_id
+    return False, None

@@ -1,0 +1,297 @@
+"""The event store: one guarded append script over Redis Streams, and the reads around it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from typing import Any, Final, TypeAlias
+
+import msgspec
+import redis.asyncio
+import redis.asyncio.cluster
+from redis.exceptions import NoScriptError
+
+from events.chain import GENESIS, chain_hash, seal
+from events.errors import (
+    ChainError,
+    ConcurrencyError,
+    EventStoreError,
+    IdempotencyError,
+    InvalidBatchError,
+    ThreadEndedError,
+    redis_errors,
+)
+from events.keys import Keyspace, check_thread_id
+from events.schema import AnyEvent, ThreadEnded, attach_point, decode, encode, tag_of
+
+Redis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+MAX_BATCH: Final = 64
+DEFAULT_PAGE: Final = 1000
+SCRIPT: Final = resources.files("events").joinpath("append.lua").read_text()
+SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a batch landed; `replayed` is True when it had been stored before."""
+
+    thread_id: str
+    first_version: int
+    last_version: int
+    head: bytes
+    replayed: bool = False
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    hash: bytes
+    event: AnyEvent
+
+
+class StoredEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A thread stream entry as Redis holds it, undecoded (what the verifier reads)."""
+
+    entry_id: str
+    type: str
+    data: bytes
+    hash: bytes
+
+
+class Head(msgspec.Struct, frozen=True, kw_only=True):
+    """A thread's meta: version, head hash, ended leaves (leaf -> version) and seals."""
+
+    version: int
+    hash: bytes
+    ended: dict[str, int]
+    thread_end: int | None
+    seals: dict[int, bytes]
+
+
+class FeedEntry(msgspec.Struct, frozen=True, kw_only=True):
+    entry_id: str
+    thread_id: str
+    version: int
+    type: str
+    data: bytes
+
+    @property
+    def event(self) -> AnyEvent:
+        return decode(self.data)
+
+
+class RedisEventStore:
+    """Threads as hash-chained Redis streams, with a feed per partition for consumers."""
+
+    def __init__(
+        self,
+        client: Redis,
+        keys: Keyspace,
+        seal_key: bytes,
+        *,
+        head_cache_size: int = 10_000,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self._seal_key = seal_key
+        self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._head_cache_size = head_cache_size
+
+    async def append(
+        self, thread_id: str, events: Sequence[AnyEvent], expected_version: int
+    ) -> AppendResult:
+        """Append a batch at `expected_version`, all or nothing; a stored batch is not re-added."""
+        keys = self.keys.append_keys(thread_id)
+        if expected_version < 0:
+            raise InvalidBatchError(f"expected version must be >= 0, not {expected_version}")
+        for event in events:
+            if event.thread_id != thread_id:
+                raise InvalidBatchError(
+                    f"event {event.event_id} belongs to thread {event.thread_id!r}, "
+                    f"not {thread_id!r}"
+                )
+        prev = await self._hash_at(thread_id, expected_version)
+        args = self._script_args(thread_id, events, expected_version, prev)
+        reply = await self.run_script(keys, args)
+        result = _parse_reply(thread_id, reply)
+        if not result.replayed:
+            self._remember_head(thread_id, result.last_version, result.head)
+        return result
+
+    async def run_script(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+        """EVALSHA the append script, loading it again if Redis lost it (restart, SCRIPT FLUSH)."""
+        with redis_errors():
+            try:
+                return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[arg-type]
+            except NoScriptError:
+                return await self.redis.eval(SCRIPT, len(keys), *keys, *args)  # type: ignore[arg-type]
+
+    async def read(
+        self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events with versions above `after`, oldest first."""
+        return [_recorded(e) for e in await self.read_entries(thread_id, after=after, limit=limit)]
+
+    async def events(
+        self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event above `after`, read in pages."""
+        async for entry in self.entries(thread_id, after=after, page=page):
+            yield _recorded(entry)
+
+    async def entries(
+        self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
+    ) -> AsyncIterator[StoredEntry]:
+        """Every raw stream entry above version `after`, read in pages."""
+        start = f"{after + 1}-0"
+        while True:
+            rows = await self._xrange(self.keys.stream(check_thread_id(thread_id)), start, page)
+            for entry in rows:
+                yield entry
+            if len(rows) < page:
+                return
+            start = "(" + rows[-1].entry_id
+
+    async def read_entries(
+        self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
+    ) -> list[StoredEntry]:
+        return await self._xrange(self.keys.stream(check_thread_id(thread_id)), f"{after + 1}-0", limit)
+
+    async def head(self, thread_id: str) -> Head:
+        return _head(await self.meta(thread_id))
+
+    async def meta(self, thread_id: str) -> dict[bytes, bytes]:
+        """The thread's meta hash as stored."""
+        with redis_errors():
+            raw: dict[bytes, bytes] = await self.redis.hgetall(  # type: ignore[misc]
+                self.keys.meta(check_thread_id(thread_id))
+            )
+        return raw
+
+    async def id_index(self, thread_id: str) -> dict[str, int]:
+        """The event-id index: event id -> version."""
+        with redis_errors():
+            raw: dict[bytes, bytes] = await self.redis.hgetall(  # type: ignore[misc]
+                self.keys.ids(check_thread_id(thread_id))
+            )
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def read_feed(
+        self, partition: int, *, after: str = "0-0", limit: int = DEFAULT_PAGE
+    ) -> list[FeedEntry]:
+        """Feed entries of a partition after entry id `after`, oldest first."""
+        with redis_errors():
+            rows = await self.redis.xrange(self.keys.feed(partition), "(" + after, "+", count=limit)
+        return [
+            FeedEntry(
+                entry_id=entry_id.decode(),
+                thread_id=fields[b"thread"].decode(),
+                version=int(fields[b"version"]),
+                type=fields[b"type"].decode(),
+                data=fields[b"data"],
+            )
+            for entry_id, fields in rows
+        ]
+
+    def _script_args(
+        self, thread_id: str, events: Sequence[AnyEvent], expected: int, prev: bytes
+    ) -> list[str | bytes | int]:
+        args: list[str | bytes | int] = [thread_id, expected, prev, len(events)]
+        head = prev
+        for version, event in enumerate(events, start=expected + 1):
+            tag = tag_of(event)
+            data = encode(event)
+            head = chain_hash(head, thread_id, version, tag, data)
+            attaches, parent = attach_point(event)
+            if isinstance(event, ThreadEnded):
+                leaf, scope = event.leaf_id, event.scope
+                sealed = seal(self._seal_key, thread_id, version, head)
+            else:
+                leaf, scope, sealed = "", "", b""
+            args += [event.event_id, tag, "1" if attaches else "0", parent or ""]
+            args += [leaf, scope, data, head, sealed]
+        return args
+
+    async def _hash_at(self, thread_id: str, version: int) -> bytes:
+        """The chain hash at `version`, the one a batch appended there must continue."""
+        if version == 0:
+            return GENESIS
+        cached = self._heads.get(thread_id)
+        if cached is not None and cached[0] == version:
+            self._heads.move_to_end(thread_id)
+            return cached[1]
+        rows = await self._xrange(self.keys.stream(thread_id), f"{version}-0", 1, end=f"{version}-0")
+        # No entry there: the script answers with the stored version (or the original result).
+        return rows[0].hash if rows else GENESIS
+
+    def _remember_head(self, thread_id: str, version: int, head: bytes) -> None:
+        self._heads[thread_id] = (version, head)
+        self._heads.move_to_end(thread_id)
+        if len(self._heads) > self._head_cache_size:
+            self._heads.popitem(last=False)
+
+    async def _xrange(
+        self, key: str, start: str, count: int, *, end: str = "+"
+    ) -> list[StoredEntry]:
+        with redis_errors():
+            rows = await self.redis.xrange(key, start, end, count=count)
+        return [
+            StoredEntry(
+                entry_id=entry_id.decode(),
+                type=fields.get(b"type", b"").decode(),
+                data=fields.get(b"data", b""),
+                hash=fields.get(b"hash", b""),
+            )
+            for entry_id, fields in rows
+        ]
+
+
+def _recorded(entry: StoredEntry) -> RecordedEvent:
+    version, _, _ = entry.entry_id.partition("-")
+    return RecordedEvent(version=int(version), hash=entry.hash, event=decode(entry.data))
+
+
+def _head(meta: dict[bytes, bytes]) -> Head:
+    ended: dict[str, int] = {}
+    seals: dict[int, bytes] = {}
+    for field, value in meta.items():
+        if field.startswith(b"end:"):
+            ended[field[4:].decode()] = int(value)
+        elif field.startswith(b"seal:"):
+            seals[int(field[5:])] = value
+    thread_end = meta.get(b"thread_end")
+    return Head(
+        version=int(meta.get(b"version", 0)),
+        hash=meta.get(b"head", GENESIS),
+        ended=ended,
+        thread_end=int(thread_end) if thread_end is not None else None,
+        seals=seals,
+    )
+
+
+def _parse_reply(thread_id: str, reply: list[Any]) -> AppendResult:
+    status, code = reply[0], reply[1]
+    if status == b"ok":
+        return AppendResult(
+            thread_id=thread_id,
+            first_version=int(reply[1]),
+            last_version=int(reply[2]),
+            head=bytes(reply[3]),
+            replayed=bool(reply[4]),
+        )
+    detail = reply[2:]
+    match code:
+        case b"batch":
+            raise InvalidBatchError(detail[0].decode())
+        case b"idempotency":
+            raise IdempotencyError(
+                f"thread {thread_id!r}: {detail[0].decode()}", event_id=detail[1].decode()
+            )
+        case b"ended":
+            raise ThreadEndedError(thread_id, int(detail[0]), detail[1].decode() or None)
+        case b"version":
+            raise ConcurrencyError(thread_id, int(detail[0]), int(detail[1]))
+        case b"chain":
+            raise ChainError(thread_id, int(detail[0]), detail[1].decode())
+    raise EventStoreError(f"unexpected reply from the append script: {reply!r}")
