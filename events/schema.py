@@ -141,7 +141,7 @@ class EndRejected(Event, frozen=True, tag="end.rejected"):
 
 
 class ThreadEnded(Event, frozen=True, tag="thread.ended"):
-    """The branch ending at `leaf_id` (or, with scope `thread`, the whole thread) takes no more turns."""
+    """The branch ending at `leaf_id` (scope `thread`: the whole thread) takes no more turns."""
 
     leaf_id: Id
     scope: EndScope
@@ -183,7 +183,7 @@ ATTACHING: Final = (
 )
 
 _encoder: Final = msgspec.msgpack.Encoder()
-_decoder: Final = msgspec.msgpack.Decoder(AnyEvent)
+_decoder: Final[msgspec.msgpack.Decoder[AnyEvent]] = msgspec.msgpack.Decoder(AnyEvent)
 
 
 def tag_of(event: AnyEvent) -> str:

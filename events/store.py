@@ -6,9 +6,8 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
-import msgspec
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.exceptions import NoScriptError
@@ -24,61 +23,26 @@ from events.errors import (
     redis_errors,
 )
 from events.keys import Keyspace, check_thread_id
-from events.schema import AnyEvent, ThreadEnded, attach_point, decode, encode, tag_of
+from events.records import (
+    AppendResult,
+    FeedEntry,
+    Head,
+    RecordedEvent,
+    StoredEntry,
+    parse_meta,
+    recorded,
+)
+from events.schema import AnyEvent, ThreadEnded, attach_point, encode, tag_of
+from events.verify import VerifyReport, check
 
 Redis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+_Rows: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
 
 MAX_BATCH: Final = 64
 DEFAULT_PAGE: Final = 1000
 SCRIPT: Final = resources.files("events").joinpath("append.lua").read_text()
 SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
-
-
-class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a batch landed; `replayed` is True when it had been stored before."""
-
-    thread_id: str
-    first_version: int
-    last_version: int
-    head: bytes
-    replayed: bool = False
-
-
-class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    version: int
-    hash: bytes
-    event: AnyEvent
-
-
-class StoredEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """A thread stream entry as Redis holds it, undecoded (what the verifier reads)."""
-
-    entry_id: str
-    type: str
-    data: bytes
-    hash: bytes
-
-
-class Head(msgspec.Struct, frozen=True, kw_only=True):
-    """A thread's meta: version, head hash, ended leaves (leaf -> version) and seals."""
-
-    version: int
-    hash: bytes
-    ended: dict[str, int]
-    thread_end: int | None
-    seals: dict[int, bytes]
-
-
-class FeedEntry(msgspec.Struct, frozen=True, kw_only=True):
-    entry_id: str
-    thread_id: str
-    version: int
-    type: str
-    data: bytes
-
-    @property
-    def event(self) -> AnyEvent:
-        return decode(self.data)
 
 
 class RedisEventStore:
@@ -123,22 +87,22 @@ class RedisEventStore:
         """EVALSHA the append script, loading it again if Redis lost it (restart, SCRIPT FLUSH)."""
         with redis_errors():
             try:
-                return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)  # type: ignore[arg-type]
+                return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
             except NoScriptError:
-                return await self.redis.eval(SCRIPT, len(keys), *keys, *args)  # type: ignore[arg-type]
+                return await self.redis.eval(SCRIPT, len(keys), *keys, *args)
 
     async def read(
         self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
     ) -> list[RecordedEvent]:
         """Up to `limit` events with versions above `after`, oldest first."""
-        return [_recorded(e) for e in await self.read_entries(thread_id, after=after, limit=limit)]
+        return [recorded(e) for e in await self.read_entries(thread_id, after=after, limit=limit)]
 
     async def events(
         self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
     ) -> AsyncIterator[RecordedEvent]:
         """Every event above `after`, read in pages."""
         async for entry in self.entries(thread_id, after=after, page=page):
-            yield _recorded(entry)
+            yield recorded(entry)
 
     async def entries(
         self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
@@ -156,24 +120,36 @@ class RedisEventStore:
     async def read_entries(
         self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
     ) -> list[StoredEntry]:
-        return await self._xrange(self.keys.stream(check_thread_id(thread_id)), f"{after + 1}-0", limit)
+        return await self._xrange(
+            self.keys.stream(check_thread_id(thread_id)), f"{after + 1}-0", limit
+        )
 
     async def head(self, thread_id: str) -> Head:
-        return _head(await self.meta(thread_id))
+        return parse_meta(await self.meta(thread_id))
+
+    async def verify(self, thread_id: str, *, attempts: int = 5) -> VerifyReport:
+        """Recompute the thread's chain and seals, and compare them with its meta and index."""
+        for _ in range(attempts):
+            meta = await self.meta(thread_id)
+            ids = await self.id_index(thread_id)
+            entries = [entry async for entry in self.entries(thread_id)]
+            # Reads are not one snapshot: an append in between would look like a tamper.
+            if await self.meta(thread_id) == meta:
+                return check(thread_id, entries, meta, ids, self._seal_key)
+        raise EventStoreError(f"thread {thread_id!r} kept changing while it was verified")
 
     async def meta(self, thread_id: str) -> dict[bytes, bytes]:
         """The thread's meta hash as stored."""
         with redis_errors():
-            raw: dict[bytes, bytes] = await self.redis.hgetall(  # type: ignore[misc]
-                self.keys.meta(check_thread_id(thread_id))
-            )
-        return raw
+            raw = await self.redis.hgetall(self.keys.meta(check_thread_id(thread_id)))
+        return cast(dict[bytes, bytes], raw)
 
     async def id_index(self, thread_id: str) -> dict[str, int]:
         """The event-id index: event id -> version."""
         with redis_errors():
-            raw: dict[bytes, bytes] = await self.redis.hgetall(  # type: ignore[misc]
-                self.keys.ids(check_thread_id(thread_id))
+            raw = cast(
+                dict[bytes, bytes],
+                await self.redis.hgetall(self.keys.ids(check_thread_id(thread_id))),
             )
         return {k.decode(): int(v) for k, v in raw.items()}
 
@@ -182,7 +158,10 @@ class RedisEventStore:
     ) -> list[FeedEntry]:
         """Feed entries of a partition after entry id `after`, oldest first."""
         with redis_errors():
-            rows = await self.redis.xrange(self.keys.feed(partition), "(" + after, "+", count=limit)
+            rows = cast(
+                _Rows,
+                await self.redis.xrange(self.keys.feed(partition), "(" + after, "+", count=limit),
+            )
         return [
             FeedEntry(
                 entry_id=entry_id.decode(),
@@ -204,11 +183,12 @@ class RedisEventStore:
             data = encode(event)
             head = chain_hash(head, thread_id, version, tag, data)
             attaches, parent = attach_point(event)
+            leaf: str = ""
+            scope: str = ""
+            sealed = b""
             if isinstance(event, ThreadEnded):
                 leaf, scope = event.leaf_id, event.scope
                 sealed = seal(self._seal_key, thread_id, version, head)
-            else:
-                leaf, scope, sealed = "", "", b""
             args += [event.event_id, tag, "1" if attaches else "0", parent or ""]
             args += [leaf, scope, data, head, sealed]
         return args
@@ -221,7 +201,9 @@ class RedisEventStore:
         if cached is not None and cached[0] == version:
             self._heads.move_to_end(thread_id)
             return cached[1]
-        rows = await self._xrange(self.keys.stream(thread_id), f"{version}-0", 1, end=f"{version}-0")
+        rows = await self._xrange(
+            self.keys.stream(thread_id), f"{version}-0", 1, end=f"{version}-0"
+        )
         # No entry there: the script answers with the stored version (or the original result).
         return rows[0].hash if rows else GENESIS
 
@@ -235,7 +217,7 @@ class RedisEventStore:
         self, key: str, start: str, count: int, *, end: str = "+"
     ) -> list[StoredEntry]:
         with redis_errors():
-            rows = await self.redis.xrange(key, start, end, count=count)
+            rows = cast(_Rows, await self.redis.xrange(key, start, end, count=count))
         return [
             StoredEntry(
                 entry_id=entry_id.decode(),
@@ -245,29 +227,6 @@ class RedisEventStore:
             )
             for entry_id, fields in rows
         ]
-
-
-def _recorded(entry: StoredEntry) -> RecordedEvent:
-    version, _, _ = entry.entry_id.partition("-")
-    return RecordedEvent(version=int(version), hash=entry.hash, event=decode(entry.data))
-
-
-def _head(meta: dict[bytes, bytes]) -> Head:
-    ended: dict[str, int] = {}
-    seals: dict[int, bytes] = {}
-    for field, value in meta.items():
-        if field.startswith(b"end:"):
-            ended[field[4:].decode()] = int(value)
-        elif field.startswith(b"seal:"):
-            seals[int(field[5:])] = value
-    thread_end = meta.get(b"thread_end")
-    return Head(
-        version=int(meta.get(b"version", 0)),
-        hash=meta.get(b"head", GENESIS),
-        ended=ended,
-        thread_end=int(thread_end) if thread_end is not None else None,
-        seals=seals,
-    )
 
 
 def _parse_reply(thread_id: str, reply: list[Any]) -> AppendResult:

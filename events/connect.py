@@ -1,0 +1,138 @@
+"""Settings, connecting to Redis (external, cluster or embedded), and the startup checks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast
+
+import redis.asyncio
+import redis.asyncio.cluster
+
+from events.chain import load_seal_key
+from events.embedded import EmbeddedRedis, EmbeddedRedisError
+from events.errors import StoreConfigError, redis_errors
+from events.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX, Keyspace
+from events.store import Redis, RedisEventStore
+
+log = logging.getLogger("coda.redis")
+
+MIN_REDIS: Final = (6, 2)
+CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_TRUE: Final = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where coda keeps its events. With no `url`, an embedded Redis runs in `data_dir`."""
+
+    url: str | None = None
+    cluster: bool = False
+    data_dir: Path = Path(".coda")
+    appendfsync: str = "everysec"
+    prefix: str = DEFAULT_PREFIX
+    partitions: int = DEFAULT_PARTITIONS
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RedisSettings:
+        """REDIS_URL, CODA_REDIS_CLUSTER, CODA_DATA_DIR, CODA_APPENDFSYNC, CODA_KEY_PREFIX,
+        CODA_PARTITIONS."""
+        try:
+            partitions = int(environ.get("CODA_PARTITIONS", DEFAULT_PARTITIONS))
+        except ValueError as exc:
+            raise StoreConfigError("CODA_PARTITIONS must be a whole number") from exc
+        return cls(
+            url=environ.get("REDIS_URL") or None,
+            cluster=environ.get("CODA_REDIS_CLUSTER", "").lower() in _TRUE,
+            data_dir=Path(environ.get("CODA_DATA_DIR", ".coda")),
+            appendfsync=environ.get("CODA_APPENDFSYNC", "everysec"),
+            prefix=environ.get("CODA_KEY_PREFIX", DEFAULT_PREFIX),
+            partitions=partitions,
+        )
+
+    @property
+    def keys(self) -> Keyspace:
+        return Keyspace(prefix=self.prefix, partitions=self.partitions)
+
+
+def client_for(url: str, *, cluster: bool = False, **options: Any) -> Redis:
+    """A client for `url`; `redis+cluster://` (or `cluster=True`) selects Redis Cluster."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        url, cluster = f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", True
+    if cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+    return redis.asyncio.Redis.from_url(url, **options)
+
+
+@asynccontextmanager
+async def open_store(settings: RedisSettings) -> AsyncIterator[RedisEventStore]:
+    """Connect (starting the embedded Redis if no URL is set), check the server, yield a store."""
+    keys = settings.keys
+    server = None
+    url = settings.url
+    if url is None:
+        server = EmbeddedRedis(settings.data_dir, appendfsync=settings.appendfsync)
+        try:
+            server.start()
+        except EmbeddedRedisError as exc:
+            raise StoreConfigError(str(exc)) from exc
+        url = server.url
+    client = client_for(url, cluster=settings.cluster, **settings.client_options)
+    try:
+        await check_server(client)
+        await ensure_partitions(client, keys)
+        yield RedisEventStore(client, keys, load_seal_key(settings.data_dir))
+    finally:
+        await client.aclose()
+        if server is not None:
+            server.stop()
+
+
+async def check_server(client: Redis) -> None:
+    """Refuse a Redis that could lose history (eviction) or lacks what the script needs."""
+    for node, info in (await _info(client)).items():
+        version = tuple(int(p) for p in str(info.get("redis_version", "0.0")).split(".")[:2])
+        if version < MIN_REDIS:
+            raise StoreConfigError(
+                f"{node}: Redis {info.get('redis_version')} is too old; coda needs >= 6.2"
+            )
+        policy = info.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            raise StoreConfigError(
+                f"{node}: maxmemory-policy is {policy}; set it to noeviction "
+                "(eviction would delete history)"
+            )
+        if not int(info.get("aof_enabled", 0)):
+            log.warning(
+                "%s: append-only persistence is off: acknowledged events may be lost if Redis "
+                "restarts",
+                node,
+            )
+
+
+async def ensure_partitions(client: Redis, keys: Keyspace) -> None:
+    """Record the partition count on first use; refuse to run with a different one later."""
+    with redis_errors():
+        await client.hsetnx(keys.config, "partitions", keys.partitions)  # type: ignore[misc]
+        stored = await client.hget(keys.config, "partitions")  # type: ignore[misc]
+    if stored is None or int(stored) != keys.partitions:
+        raise StoreConfigError(
+            f"this deployment uses {stored!r} partitions, not {keys.partitions}: the partition "
+            "count is fixed for the life of a deployment"
+        )
+
+
+async def _info(client: Redis) -> dict[str, dict[str, Any]]:
+    """INFO of every node (one for a single Redis, each primary of a cluster)."""
+    with redis_errors():
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            nodes = client.get_primaries()
+            replies = [await client.info(target_nodes=node) for node in nodes]
+            return {node.name: cast(dict[str, Any], r) for node, r in zip(nodes, replies, strict=True)}
+        return {"redis": cast(dict[str, Any], await client.info())}

@@ -1,0 +1,408 @@
+"""The event store contract, run on fakeredis, a real Redis and a real 3-node Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from msgspec.structs import replace
+
+from events.chain import GENESIS, chain_hash
+from events.errors import (
+    ConcurrencyError,
+    IdempotencyError,
+    InvalidBatchError,
+    ThreadEndedError,
+)
+from events.keys import Keyspace
+from events.schema import AnyEvent, encode, tag_of
+from events.store import SCRIPT_SHA, Redis, RedisEventStore
+from tests.factories import (
+    classified,
+    ended,
+    failed,
+    feedback,
+    forked,
+    posted,
+    redirected,
+    replied,
+    reply_started,
+    started,
+    warned,
+)
+
+pytestmark = pytest.mark.anyio
+
+T = "thread-1"
+
+
+async def snapshot(client: Redis, keys: Keyspace, thread: str) -> tuple[Any, ...]:
+    """Everything an append can write: stream, feed, index and meta."""
+    return (
+        await client.xrange(keys.stream(thread)),
+        await client.xrange(keys.feed(keys.partition(thread))),
+        await client.hgetall(keys.ids(thread)),
+        await client.hgetall(keys.meta(thread)),
+    )
+
+
+async def opened(store: RedisEventStore, thread: str = T) -> int:
+    """A thread with one exchange (m1 -> r1); returns its version."""
+    await store.append(thread, [started(thread)], 0)
+    result = await store.append(
+        thread, [posted(thread, "m1", None), replied(thread, "r1", "m1")], 1
+    )
+    return result.last_version
+
+
+async def ended_at_r2(store: RedisEventStore, scope: str = "branch") -> int:
+    """m1 -> r1 -> m2 -> r2, the branch ended at r2; returns the version of the end."""
+    await opened(store)
+    await store.append(T, [posted(T, "m2", "r1"), replied(T, "r2", "m2")], 3)
+    result = await store.append(T, [ended(T, "r2", scope)], 5)  # type: ignore[arg-type]
+    return result.last_version
+
+
+# --- appending and reading ---------------------------------------------------------------
+
+
+async def test_append_assigns_consecutive_versions_and_chains_hashes(
+    store: RedisEventStore,
+) -> None:
+    first = await store.append(T, [started(T)], 0)
+    batch = [posted(T, "m1", None), replied(T, "r1", "m1")]
+    second = await store.append(T, batch, 1)
+
+    assert (first.first_version, first.last_version) == (1, 1)
+    assert (second.first_version, second.last_version) == (2, 3)
+    stored_start = (await store.read(T))[0].event
+    h1 = chain_hash(GENESIS, T, 1, "thread.started", encode(stored_start))
+    assert first.head == h1
+    h2 = chain_hash(h1, T, 2, "message.posted", encode(batch[0]))
+    assert second.head == chain_hash(h2, T, 3, "reply.completed", encode(batch[1]))
+
+
+async def test_read_returns_events_in_order_after_a_version(store: RedisEventStore) -> None:
+    await opened(store)
+    events = await store.read(T, after=1)
+    assert [(e.version, tag_of(e.event)) for e in events] == [
+        (2, "message.posted"),
+        (3, "reply.completed"),
+    ]
+
+
+async def test_events_pages_through_a_long_thread(store: RedisEventStore) -> None:
+    await store.append(T, [started(T)], 0)
+    version, parent = 1, None
+    for i in range(10):
+        batch: list[AnyEvent] = [posted(T, f"m{i}", parent), replied(T, f"r{i}", f"m{i}")]
+        version = (await store.append(T, batch, version)).last_version
+        parent = f"r{i}"
+
+    versions = [e.version async for e in store.events(T, page=3)]
+    assert versions == list(range(1, 22))
+
+
+async def test_head_reports_version_hash_and_ends(store: RedisEventStore) -> None:
+    end_version = await ended_at_r2(store)
+    head = await store.head(T)
+    events = await store.read(T)
+    assert (head.version, head.hash) == (6, events[-1].hash)
+    assert head.ended == {"r2": end_version}
+    assert head.thread_end is None
+    assert set(head.seals) == {end_version}
+
+
+async def test_feed_receives_every_event_with_thread_and_version(
+    store: RedisEventStore, keys: Keyspace
+) -> None:
+    await opened(store)
+    feed = await store.read_feed(keys.partition(T))
+    assert [(f.thread_id, f.version, f.type) for f in feed] == [
+        (T, 1, "thread.started"),
+        (T, 2, "message.posted"),
+        (T, 3, "reply.completed"),
+    ]
+    assert feed[1].event == (await store.read(T))[1].event
+    assert await store.read_feed(keys.partition(T), after=feed[1].entry_id) == feed[2:]
+
+
+# --- optimistic concurrency --------------------------------------------------------------
+
+
+async def test_fifty_concurrent_appends_at_one_version_have_exactly_one_winner(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    version = await opened(store)
+    before = await snapshot(client, keys, T)
+
+    attempts = [
+        store.append(T, [posted(T, f"m-{i}", "r1"), replied(T, f"r-{i}", f"m-{i}")], version)
+        for i in range(50)
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(e, ConcurrencyError) for e in losers)
+    assert {(e.expected, e.actual) for e in losers} == {(3, 5)}  # type: ignore[union-attr]
+    after = await snapshot(client, keys, T)
+    assert [len(a) - len(b) for a, b in zip(after[:3], before[:3], strict=True)] == [2, 2, 2]
+    assert int(after[3][b"version"]) == 5
+
+
+async def test_stale_expected_version_is_a_concurrency_error_naming_both(
+    store: RedisEventStore,
+) -> None:
+    await opened(store)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append(T, [posted(T, "m2", "r1")], 1)
+    assert (caught.value.expected, caught.value.actual) == (1, 3)
+
+
+# --- a rejected batch writes nothing -----------------------------------------------------
+
+
+REJECTED = [
+    pytest.param([], 3, InvalidBatchError, id="empty"),
+    pytest.param([feedback(T) for _ in range(65)], 3, InvalidBatchError, id="over-64"),
+    pytest.param([posted(T, "m2", "r1")] * 2, 3, InvalidBatchError, id="id-twice"),
+    pytest.param([started(T)], 3, InvalidBatchError, id="second-start"),
+    pytest.param([posted(T, "m2", "r1")], 2, ConcurrencyError, id="stale-version"),
+    pytest.param([posted(T, "m2", "r2")], 3, ThreadEndedError, id="below-ended-leaf"),
+    pytest.param([ended(T, "r1"), posted(T, "m2", "r1")], 3, InvalidBatchError, id="end-then-more"),
+]
+
+
+@pytest.mark.parametrize(("batch", "expected", "error"), REJECTED)
+async def test_a_rejected_batch_writes_nothing_anywhere(
+    store: RedisEventStore,
+    client: Redis,
+    keys: Keyspace,
+    batch: list[AnyEvent],
+    expected: int,
+    error: type[Exception],
+) -> None:
+    await opened(store)
+    await store.append(T, [posted(T, "x1", "r1"), replied(T, "r2", "x1"), ended(T, "r2")], 3)
+    expected += 3
+    before = await snapshot(client, keys, T)
+
+    with pytest.raises(error):
+        await store.append(T, batch, expected)
+
+    assert await snapshot(client, keys, T) == before
+
+
+async def test_the_script_itself_rejects_a_malformed_batch(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    await opened(store)
+    before = await snapshot(client, keys, T)
+    reply = await store.run_script(keys.append_keys(T), [T, 3, GENESIS, 0])
+    assert reply[:2] == [b"err", b"batch"]
+    reply = await store.run_script(keys.append_keys(T), [T, 3, GENESIS, 65])
+    assert reply[:2] == [b"err", b"batch"]
+    assert await snapshot(client, keys, T) == before
+
+
+async def test_a_thread_must_begin_with_thread_started(store: RedisEventStore) -> None:
+    with pytest.raises(InvalidBatchError, match=r"begins with thread\.started"):
+        await store.append(T, [posted(T, "m1", None)], 0)
+
+
+async def test_an_event_of_another_thread_is_rejected(store: RedisEventStore) -> None:
+    await opened(store)
+    with pytest.raises(InvalidBatchError, match="belongs to thread"):
+        await store.append(T, [posted("other", "m2", "r1")], 3)
+
+
+# --- idempotency -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resend_at", ["original", "stale", "current"])
+async def test_resending_a_stored_batch_returns_the_original_result(
+    store: RedisEventStore, client: Redis, keys: Keyspace, resend_at: str
+) -> None:
+    await opened(store)
+    batch = [posted(T, "m2", "r1"), replied(T, "r2", "m2")]
+    original = await store.append(T, batch, 3)
+    await store.append(T, [feedback(T)], 5)
+    before = await snapshot(client, keys, T)
+
+    version = {"original": 3, "stale": 1, "current": 6}[resend_at]
+    again = await store.append(T, batch, version)
+
+    assert (again.first_version, again.last_version, again.head) == (4, 5, original.head)
+    assert again.replayed
+    assert await snapshot(client, keys, T) == before
+
+
+async def test_a_batch_partly_stored_is_rejected(store: RedisEventStore) -> None:
+    await opened(store)
+    stored = posted(T, "m2", "r1")
+    await store.append(T, [stored], 3)
+    with pytest.raises(IdempotencyError, match="some events") as caught:
+        await store.append(T, [stored, replied(T, "r2", "m2")], 4)
+    assert caught.value.event_id == stored.event_id
+
+
+async def test_an_event_id_reused_with_other_content_is_rejected(store: RedisEventStore) -> None:
+    await opened(store)
+    first = posted(T, "m2", "r1", content="one")
+    await store.append(T, [first], 3)
+    reused = replace(first, content="two")
+    with pytest.raises(IdempotencyError, match="different content"):
+        await store.append(T, [reused], 4)
+
+
+async def test_the_same_event_id_in_two_threads_is_fine(store: RedisEventStore) -> None:
+    await opened(store, "a")
+    await opened(store, "b")
+    event = feedback("a")
+    twin = replace(event, thread_id="b")
+    await store.append("a", [event], 3)
+    result = await store.append("b", [twin], 3)
+    assert (result.first_version, result.replayed) == (4, False)
+
+
+async def test_a_retry_after_a_lost_reply_leaves_one_copy(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    await opened(store)
+    batch = [posted(T, "m2", "r1"), replied(T, "r2", "m2")]
+    first = await store.append(T, batch, 3)  # its reply "lost": the caller retries blind
+
+    retry = await store.append(T, batch, 3)
+
+    assert (retry.first_version, retry.last_version, retry.head) == (4, 5, first.head)
+    stream, feed, ids, meta = await snapshot(client, keys, T)
+    assert (len(stream), len(feed), len(ids), int(meta[b"version"])) == (5, 5, 5, 5)
+
+
+# --- the ended lock ----------------------------------------------------------------------
+
+
+ATTACHING_TO_R2 = [
+    pytest.param(lambda: posted(T, "m3", "r2"), id="message.posted"),
+    pytest.param(lambda: reply_started(T, "r3", "r2"), id="reply.started"),
+    pytest.param(lambda: replied(T, "r3", "r2"), id="reply.completed"),
+    pytest.param(lambda: redirected(T, "r3", "r2"), id="reply.redirected"),
+    pytest.param(lambda: warned(T, "r3", "r2"), id="reply.warned"),
+    pytest.param(lambda: failed(T, "r3", "r2"), id="reply.failed"),
+    pytest.param(lambda: forked(T, "m3", "r2", "m3b"), id="branch.forked"),
+    pytest.param(lambda: ended(T, "r2"), id="thread.ended-again"),
+]
+
+
+@pytest.mark.parametrize("make", ATTACHING_TO_R2)
+async def test_after_an_end_every_attaching_append_is_rejected(
+    store: RedisEventStore, make: Any
+) -> None:
+    end_version = await ended_at_r2(store)
+    with pytest.raises(ThreadEndedError) as caught:
+        await store.append(T, [make()], end_version)
+    assert (caught.value.end_version, caught.value.leaf_id) == (end_version, "r2")
+
+
+async def test_a_stale_writer_learns_of_the_end_not_of_the_version(
+    store: RedisEventStore,
+) -> None:
+    end_version = await ended_at_r2(store)
+    with pytest.raises(ThreadEndedError):
+        await store.append(T, [posted(T, "m3", "r2")], end_version - 1)
+
+
+async def test_after_an_end_a_fork_from_an_earlier_message_is_accepted(
+    store: RedisEventStore,
+) -> None:
+    end_version = await ended_at_r2(store)
+    fork = [forked(T, "m2", "r1", "m2b"), posted(T, "m2b", "r1", "let me rephrase")]
+    result = await store.append(T, fork, end_version)
+    more = await store.append(T, [replied(T, "r2b", "m2b")], result.last_version)
+    assert more.last_version == end_version + 3
+
+
+async def test_after_an_end_feedback_and_classifications_are_accepted(
+    store: RedisEventStore,
+) -> None:
+    end_version = await ended_at_r2(store)
+    result = await store.append(T, [feedback(T, "r2"), classified(T, "m2")], end_version)
+    assert result.last_version == end_version + 2
+
+
+async def test_retrying_the_ending_append_returns_the_original_result(
+    store: RedisEventStore,
+) -> None:
+    await opened(store)
+    await store.append(T, [posted(T, "m2", "r1")], 3)
+    farewell_and_end = [replied(T, "r2", "m2", "goodbye"), ended(T, "r2")]
+    original = await store.append(T, farewell_and_end, 4)
+
+    again = await store.append(T, farewell_and_end, 4)
+
+    assert (again.first_version, again.last_version, again.head) == (5, 6, original.head)
+
+
+async def test_a_thread_scope_end_rejects_forks_too(store: RedisEventStore) -> None:
+    end_version = await ended_at_r2(store, scope="thread")
+    with pytest.raises(ThreadEndedError) as caught:
+        await store.append(T, [forked(T, "m2", "r1", "m2b"), posted(T, "m2b", "r1")], end_version)
+    assert (caught.value.end_version, caught.value.leaf_id) == (end_version, None)
+    with pytest.raises(ThreadEndedError):
+        await store.append(T, [posted(T, "m0", None)], end_version)
+    assert (await store.append(T, [feedback(T)], end_version)).last_version == end_version + 1
+
+
+async def test_a_thread_scope_end_may_follow_a_branch_end(store: RedisEventStore) -> None:
+    end_version = await ended_at_r2(store)
+    result = await store.append(T, [ended(T, "r1", "thread")], end_version)
+    assert (await store.head(T)).thread_end == result.last_version
+
+
+async def test_terminate_and_append_racing_at_one_version_have_one_winner(
+    store: RedisEventStore,
+) -> None:
+    for round_ in range(10):
+        thread = f"race-{round_}"
+        version = await opened(store, thread)
+        end = store.append(thread, [ended(thread, "r1")], version)
+        more = store.append(thread, [posted(thread, "m2", "r1")], version)
+        results = await asyncio.gather(end, more, return_exceptions=True)
+
+        assert sum(not isinstance(r, BaseException) for r in results) == 1
+        events = [e.event for e in await store.read(thread)]
+        tags = [tag_of(e) for e in events]
+        if "thread.ended" in tags:
+            assert isinstance(results[1], ThreadEndedError)
+            assert tags[-1] == "thread.ended"
+        else:
+            assert isinstance(results[0], ConcurrencyError)
+
+
+# --- meta and scripts --------------------------------------------------------------------
+
+
+async def test_the_meta_equals_what_the_events_say(store: RedisEventStore) -> None:
+    await ended_at_r2(store)
+    await store.append(T, [forked(T, "m2", "r1", "m2b"), posted(T, "m2b", "r1")], 6)
+    await store.append(T, [replied(T, "r2b", "m2b"), ended(T, "r2b", "thread")], 8)
+
+    report = await store.verify(T)
+    head = await store.head(T)
+
+    assert report.ok, report.problems
+    assert (head.version, head.hash) == (report.version, report.head)
+    assert head.ended == {"r2": 6, "r2b": 10}
+    assert head.thread_end == 10
+
+
+async def test_append_works_after_script_flush(store: RedisEventStore, client: Redis) -> None:
+    await opened(store)
+    await client.script_flush()
+    assert await client.script_exists(SCRIPT_SHA) == [False]
+
+    result = await store.append(T, [posted(T, "m2", "r1")], 3)
+    assert result.last_version == 4
