@@ -122,8 +122,9 @@ async def ensure_partitions(client: Redis, keys: Keyspace) -> None:
         await client.hsetnx(keys.config, "partitions", keys.partitions)  # type: ignore[misc]
         stored = await client.hget(keys.config, "partitions")  # type: ignore[misc]
     if stored is None or int(stored) != keys.partitions:
+        found = stored.decode() if isinstance(stored, bytes) else stored
         raise StoreConfigError(
-            f"this deployment uses {stored!r} partitions, not {keys.partitions}: the partition "
+            f"this deployment uses {found} partitions, not {keys.partitions}: the partition "
             "count is fixed for the life of a deployment"
         )
 
@@ -134,5 +135,7 @@ async def _info(client: Redis) -> dict[str, dict[str, Any]]:
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             nodes = client.get_primaries()
             replies = [await client.info(target_nodes=node) for node in nodes]
-            return {node.name: cast(dict[str, Any], r) for node, r in zip(nodes, replies, strict=True)}
+            return {
+                node.name: cast(dict[str, Any], r) for node, r in zip(nodes, replies, strict=True)
+            }
         return {"redis": cast(dict[str, Any], await client.info())}

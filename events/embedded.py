@@ -34,6 +34,7 @@ _SHORT_DIR_PARENT = "/tmp"
 _RELOCATED_PREFIX = "coda-redis-"
 _POLL_INTERVAL = 0.02
 _PING_TIMEOUT = 1.0
+_ABANDON_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 10
 
 
@@ -87,6 +88,7 @@ class EmbeddedRedis:
         self._binary = binary
         self._lock_fd: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._owner_pid: int | None = None
         self._socket: Path | None = None
         self._relocated_dir: Path | None = None
 
@@ -103,7 +105,8 @@ class EmbeddedRedis:
     @property
     def owned(self) -> bool:
         """True if this object started the server process."""
-        return self._process is not None
+        # A forked copy of the owner shares the lock but must not shut the server down.
+        return self._process is not None and self._owner_pid == os.getpid()
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server, or attach to the one another owner runs on the same directory."""
@@ -124,14 +127,16 @@ class EmbeddedRedis:
         if self._lock_fd is None:
             return
         atexit.unregister(self.stop)
-        if self._process is not None:
-            _terminate(self._process, timeout)
+        process = self._process if self.owned else None
+        if process is not None:
+            _terminate(process, timeout)
             self._release_socket()
         # Closing the descriptor drops the flock only after the server is gone, so a new owner
         # never starts while the old server still writes the AOF.
         os.close(self._lock_fd)
         self._lock_fd = None
         self._process = None
+        self._owner_pid = None
         self._socket = None
 
     def __enter__(self) -> Self:
@@ -173,6 +178,7 @@ class EmbeddedRedis:
         self._write_pointer(self._socket)
         log_offset = _size(self._log_path)
         self._process = self._spawn(self._socket)
+        self._owner_pid = os.getpid()
         undo.callback(self._abandon_process)
         self._wait_until_ready(self._process, self._socket, deadline, timeout, log_offset)
 
@@ -279,8 +285,9 @@ class EmbeddedRedis:
 
     def _abandon_process(self) -> None:
         if self._process is not None:
-            _terminate(self._process, _PING_TIMEOUT)
+            _terminate(self._process, _ABANDON_TIMEOUT)
             self._process = None
+            self._owner_pid = None
 
     @property
     def _log_path(self) -> Path:

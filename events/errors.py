@@ -84,5 +84,5 @@ def redis_errors() -> Iterator[None]:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise EventStoreError(f"Redis error: {exc}") from exc

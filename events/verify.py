@@ -102,7 +102,7 @@ class _Walk:
             self.add(v, "chain", f"stored as {entry.type!r} but the event is {tag_of(event)!r}")
         if event.event_id in self.ids:
             self.add(v, "chain", f"event id {event.event_id} was stored before")
-        self.ids[event.event_id] = v
+        self.ids.setdefault(event.event_id, v)
         attaches, parent = attach_point(event)
         below = parent if attaches else event.leaf_id if isinstance(event, ThreadEnded) else None
         if (attaches or isinstance(event, ThreadEnded)) and self.thread_end is not None:

@@ -1,0 +1,129 @@
+"""Connecting: the embedded Redis by default, URLs and cluster URLs, and the startup checks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from events.connect import RedisSettings, client_for, open_store
+from events.embedded import EmbeddedRedis
+from events.errors import StoreConfigError
+from events.keys import Keyspace
+from tests.factories import ended, posted, replied, started
+
+pytestmark = pytest.mark.anyio
+
+T = "t1"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, whose settings it may change."""
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        yield server
+
+
+def config_set(server: EmbeddedRedis, name: str, value: str) -> None:
+    with redis.Redis(unix_socket_path=str(server.socket_path)) as r:
+        r.config_set(name, value)
+
+
+async def test_with_no_url_an_embedded_redis_keeps_events_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CODA_SEAL_KEY", raising=False)
+    settings = RedisSettings(data_dir=tmp_path / "data")
+    async with open_store(settings) as store:
+        await store.append(T, [started(T)], 0)
+        await store.append(T, [posted(T, "m1", None), replied(T, "r1", "m1"), ended(T, "r1")], 1)
+
+    async with open_store(settings) as store:
+        report = await store.verify(T)
+        assert (report.ok, report.version, report.seals_checked) == (True, 4, 1)
+    assert (tmp_path / "data" / "appendonlydir").exists() or (
+        tmp_path / "data" / "appendonly.aof"
+    ).exists()
+
+
+async def test_a_redis_that_may_evict_keys_is_refused(
+    private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    config_set(private_redis, "maxmemory-policy", "allkeys-lru")
+    settings = RedisSettings(url=private_redis.url, data_dir=tmp_path)
+    with pytest.raises(StoreConfigError, match="maxmemory-policy is allkeys-lru"):
+        async with open_store(settings):
+            pass
+
+
+async def test_a_redis_without_append_only_persistence_is_a_warning(
+    private_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_set(private_redis, "appendonly", "no")
+    settings = RedisSettings(url=private_redis.url, data_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="coda.redis"):
+        async with open_store(settings):
+            pass
+    assert "append-only persistence is off" in caplog.text
+
+
+async def test_a_different_partition_count_is_refused(
+    private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    async with open_store(RedisSettings(url=private_redis.url, data_dir=tmp_path)):
+        pass
+    settings = RedisSettings(url=private_redis.url, data_dir=tmp_path, partitions=32)
+    with pytest.raises(StoreConfigError, match="uses 64 partitions, not 32"):
+        async with open_store(settings):
+            pass
+
+
+async def test_a_cluster_url_connects_to_every_primary(cluster_url: str, tmp_path: Path) -> None:
+    prefix = "connect-test"
+    settings = RedisSettings(url=cluster_url, data_dir=tmp_path, prefix=prefix)
+    async with open_store(settings) as store:
+        assert type(store.redis).__name__ == "RedisCluster"
+        for i in range(20):  # threads on every node
+            await store.append(f"c{i}", [started(f"c{i}")], 0)
+            assert (await store.verify(f"c{i}")).ok
+        async for key in store.redis.scan_iter(match=f"{prefix}:*"):
+            await store.redis.delete(key)
+
+
+def test_settings_come_from_the_environment() -> None:
+    settings = RedisSettings.from_env(
+        {
+            "REDIS_URL": "redis://example:6380/2",
+            "CODA_REDIS_CLUSTER": "yes",
+            "CODA_DATA_DIR": "/var/lib/coda",
+            "CODA_APPENDFSYNC": "always",
+            "CODA_KEY_PREFIX": "prod",
+            "CODA_PARTITIONS": "128",
+        }
+    )
+    assert settings == RedisSettings(
+        url="redis://example:6380/2",
+        cluster=True,
+        data_dir=Path("/var/lib/coda"),
+        appendfsync="always",
+        prefix="prod",
+        partitions=128,
+    )
+    assert settings.keys == Keyspace(prefix="prod", partitions=128)
+
+
+def test_a_bad_partition_count_in_the_environment_is_a_clear_error() -> None:
+    with pytest.raises(StoreConfigError, match="CODA_PARTITIONS must be a whole number"):
+        RedisSettings.from_env({"CODA_PARTITIONS": "many"})
+
+
+async def test_a_cluster_scheme_selects_the_cluster_client() -> None:
+    single = client_for("redis://127.0.0.1:1")
+    cluster = client_for("redis+cluster://127.0.0.1:1")
+    assert type(single).__name__ == "Redis"
+    assert type(cluster).__name__ == "RedisCluster"
+    await single.aclose()
+    await cluster.aclose()
