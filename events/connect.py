@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -119,8 +119,8 @@ async def check_server(client: Redis) -> None:
 async def ensure_partitions(client: Redis, keys: Keyspace) -> None:
     """Record the partition count on first use; refuse to run with a different one later."""
     with redis_errors():
-        await client.hsetnx(keys.config, "partitions", keys.partitions)  # type: ignore[misc]
-        stored = await client.hget(keys.config, "partitions")  # type: ignore[misc]
+        await client.hsetnx(keys.config, "partitions", keys.partitions)
+        stored = await client.hget(keys.config, "partitions")
     if stored is None or int(stored) != keys.partitions:
         found = stored.decode() if isinstance(stored, bytes) else stored
         raise StoreConfigError(
@@ -133,9 +133,7 @@ async def _info(client: Redis) -> dict[str, dict[str, Any]]:
     """INFO of every node (one for a single Redis, each primary of a cluster)."""
     with redis_errors():
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
-            nodes = client.get_primaries()
-            replies = [await client.info(target_nodes=node) for node in nodes]
             return {
-                node.name: cast(dict[str, Any], r) for node, r in zip(nodes, replies, strict=True)
+                node.name: await client.info(target_nodes=node) for node in client.get_primaries()
             }
-        return {"redis": cast(dict[str, Any], await client.info())}
+        return {"redis": await client.info()}
