@@ -2,52 +2,57 @@
 -- comes before the first write: a batch that fails any check writes nothing anywhere.
 --
 -- KEYS: 1 thread stream, 2 thread meta, 3 event-id index, 4 partition feed (one hash tag)
--- ARGV: 1 thread id, 2 expected version, 3 prev hash (the head the batch continues),
---       4 number of events n, then per event 9 values:
---       event id, tag, attaches ('1'/'0'), parent ('' = root), ended leaf, end scope,
---       stored bytes, chain hash, seal ('' unless the event is a thread.ended)
+-- ARGV: 1 the batch's control data, JSON: [thread id, expected version, events], each event
+--         [event id, tag, guard, end scope, seal, size]: guard is the message the event must
+--         not hang below once it is ended ('' = the root; a thread.ended's own leaf; false:
+--         none), scope and seal (hex) are '' except on a thread.ended, size is the length of
+--         its stored bytes
+--       2 hashes, 32 bytes each: the head the batch continues, then each event's chain hash
+--       3 the events' stored bytes, one after another
+-- (Three arguments whatever the batch size: each argument costs the client more than the
+-- server spends taking it apart.)
 -- Reply: {'ok', first version, last version, head hash, replayed 0/1}
 --     or {'err', code, ...} with code batch | idempotency | ended | version | chain
 
-local FIELDS = 9
 local MAX_BATCH = 64
 local GENESIS = string.rep('\0', 32)
 
-local thread_id = ARGV[1]
-local expected = tonumber(ARGV[2])
-local prev = ARGV[3]
-local n = tonumber(ARGV[4])
+local control = cjson.decode(ARGV[1])
+local thread_id, expected, batch = control[1], control[2], control[3]
+local n = #batch
+local prev = string.sub(ARGV[2], 1, 32)
 
-local function arg(i, k)
-  return ARGV[4 + (i - 1) * FIELDS + k]
+local function hash(i)
+  return string.sub(ARGV[2], 32 * i + 1, 32 * i + 32)
 end
 
--- The message an event must not hang below once it is ended: its parent if it continues a
--- branch ('' for the root), the leaf it ends for a thread.ended, nil for anything else.
-local function guarded(i)
-  if arg(i, 3) == '1' then
-    return arg(i, 4)
-  elseif arg(i, 2) == 'thread.ended' then
-    return arg(i, 5)
-  end
-  return nil
+local stored = {}
+local offset = 1
+for i = 1, n do
+  local size = batch[i][6]
+  stored[i] = string.sub(ARGV[3], offset, offset + size - 1)
+  offset = offset + size
+end
+
+local function data(i)
+  return stored[i]
 end
 
 -- 1. The batch is well-formed.
-if n == nil or n < 1 or n > MAX_BATCH or n ~= math.floor(n) then
-  return {'err', 'batch', 'a batch holds 1 to ' .. MAX_BATCH .. ' events, not ' .. tostring(ARGV[4])}
+if n < 1 or n > MAX_BATCH then
+  return {'err', 'batch', 'a batch holds 1 to ' .. MAX_BATCH .. ' events, not ' .. n}
 end
-if #ARGV ~= 4 + n * FIELDS then
+if #ARGV[2] ~= 32 * (n + 1) or offset ~= #ARGV[3] + 1 then
   return {'err', 'batch', 'the arguments do not match the batch size'}
 end
-if expected == nil or expected < 0 or expected ~= math.floor(expected) then
+if type(expected) ~= 'number' or expected < 0 or expected ~= math.floor(expected) then
   return {'err', 'batch', 'the expected version must be a whole number >= 0'}
 end
 local ids = {}
 local seen = {}
 local ending = {}
 for i = 1, n do
-  local id, tag = arg(i, 1), arg(i, 2)
+  local id, tag, guard, scope = batch[i][1], batch[i][2], batch[i][3], batch[i][4]
   if id == '' then
     return {'err', 'batch', 'event ' .. i .. ' has no id'}
   end
@@ -62,13 +67,12 @@ for i = 1, n do
   if tag ~= 'thread.started' and expected == 0 and i == 1 then
     return {'err', 'batch', 'a thread begins with thread.started, not ' .. tag}
   end
-  local below = guarded(i)
-  if below ~= nil and (ending['*'] or (below ~= '' and ending[below])) then
+  if guard and (ending['*'] or (guard ~= '' and ending[guard])) then
     return {'err', 'batch', 'event ' .. id .. ' follows an end in the same batch'}
   end
   if tag == 'thread.ended' then
-    ending[arg(i, 5)] = true
-    if arg(i, 6) == 'thread' then
+    ending[guard] = true
+    if scope == 'thread' then
       ending['*'] = true
     end
   end
@@ -97,18 +101,18 @@ if present == n then
       return {'err', 'chain', v, 'the index names version ' .. v .. ', which the stream lacks'}
     end
     local fields = entry[1][2]
-    local data, hash = nil, nil
+    local fields_data, fields_hash = nil, nil
     for j = 1, #fields, 2 do
       if fields[j] == 'data' then
-        data = fields[j + 1]
+        fields_data = fields[j + 1]
       elseif fields[j] == 'hash' then
-        hash = fields[j + 1]
+        fields_hash = fields[j + 1]
       end
     end
-    if data ~= arg(i, 7) then
+    if fields_data ~= data(i) then
       return {'err', 'idempotency', 'event id reused with different content', ids[i]}
     end
-    head = hash
+    head = fields_hash
   end
   return {'ok', first, first + n - 1, head, 1}
 elseif present > 0 then
@@ -116,20 +120,26 @@ elseif present > 0 then
 end
 
 -- 3. The ended lock, checked before the version so a stale writer learns why it cannot write.
-local meta = redis.call('HMGET', KEYS[2], 'version', 'head', 'thread_end')
+-- One HMGET reads the version, the head, the thread-wide end and the end of each guard.
+local wanted = {'version', 'head', 'thread_end'}
+for i = 1, n do
+  if batch[i][3] then
+    wanted[#wanted + 1] = 'end:' .. batch[i][3]
+  end
+end
+local meta = redis.call('HMGET', KEYS[2], unpack(wanted))
 local version = meta[1] and tonumber(meta[1]) or 0
 local thread_end = meta[3] and tonumber(meta[3]) or nil
+local k = 3
 for i = 1, n do
-  local blocked_by = guarded(i)
-  if blocked_by ~= nil then
+  local guard = batch[i][3]
+  if guard then
+    k = k + 1
     if thread_end then
       return {'err', 'ended', thread_end, ''}
     end
-    if blocked_by ~= '' then
-      local v = redis.call('HGET', KEYS[2], 'end:' .. blocked_by)
-      if v then
-        return {'err', 'ended', tonumber(v), blocked_by}
-      end
+    if guard ~= '' and meta[k] then
+      return {'err', 'ended', tonumber(meta[k]), guard}
     end
   end
 end
@@ -139,33 +149,33 @@ if version ~= expected then
   return {'err', 'version', expected, version}
 end
 
--- 5. The chain: the batch continues the stored head, and the stream agrees with the meta.
-local head = meta[2] or GENESIS
-if prev ~= head then
+-- 5. The chain: the batch continues the stored head.
+if prev ~= (meta[2] or GENESIS) then
   return {'err', 'chain', version, 'the batch does not continue the stored head hash'}
 end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local last_id = (#last > 0) and last[1][1] or '0-0'
-if last_id ~= string.format('%d-0', version) then
-  return {'err', 'chain', version, 'the stream ends at ' .. last_id .. ', the meta at version ' .. version}
-end
 
--- Writes.
+-- Writes. The first one also checks that the stream agrees with the meta: an explicit id at
+-- or below the stream's last is refused, and then nothing has been written yet. Later ids are
+-- higher, so once it succeeds every write does.
 local index = {}
-local meta_fields = {'version', expected + n, 'head', arg(n, 8)}
+local meta_fields = {'version', expected + n, 'head', hash(n)}
 for i = 1, n do
   local v = expected + i
-  local tag, data = arg(i, 2), arg(i, 7)
-  redis.call('XADD', KEYS[1], string.format('%d-0', v), 'type', tag, 'data', data, 'hash', arg(i, 8))
-  redis.call('XADD', KEYS[4], '*', 'thread', thread_id, 'version', v, 'type', tag, 'data', data)
-  index[#index + 1] = ids[i]
+  local id, tag, guard, scope, seal = batch[i][1], batch[i][2], batch[i][3], batch[i][4], batch[i][5]
+  local added = redis.pcall(
+    'XADD', KEYS[1], string.format('%d-0', v), 'type', tag, 'data', data(i), 'hash', hash(i))
+  if type(added) == 'table' and added.err then
+    return {'err', 'chain', version, 'the stream is ahead of the meta at version ' .. version}
+  end
+  redis.call('XADD', KEYS[4], '*', 'thread', thread_id, 'version', v, 'type', tag, 'data', data(i))
+  index[#index + 1] = id
   index[#index + 1] = v
   if tag == 'thread.ended' then
-    meta_fields[#meta_fields + 1] = 'end:' .. arg(i, 5)
+    meta_fields[#meta_fields + 1] = 'end:' .. guard
     meta_fields[#meta_fields + 1] = v
     meta_fields[#meta_fields + 1] = 'seal:' .. v
-    meta_fields[#meta_fields + 1] = arg(i, 9)
-    if arg(i, 6) == 'thread' then
+    meta_fields[#meta_fields + 1] = seal
+    if scope == 'thread' then
       meta_fields[#meta_fields + 1] = 'thread_end'
       meta_fields[#meta_fields + 1] = v
     end
@@ -173,4 +183,4 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[3], unpack(index))
 redis.call('HSET', KEYS[2], unpack(meta_fields))
-return {'ok', expected + 1, expected + n, arg(n, 8), 0}
+return {'ok', expected + 1, expected + n, hash(n), 0}

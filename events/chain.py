@@ -26,19 +26,14 @@ MIN_SEAL_KEY_BYTES: Final = 32
 
 
 def chain_hash(prev: bytes, thread_id: str, version: int, tag: str, data: bytes) -> bytes:
-    h = hashlib.sha256()
-    for part in (prev, thread_id.encode(), version.to_bytes(8, "big"), tag.encode(), data):
-        h.update(len(part).to_bytes(4, "big"))
-        h.update(part)
-    return h.digest()
+    return hashlib.sha256(
+        _lp(prev, thread_id.encode(), version.to_bytes(8, "big"), tag.encode(), data)
+    ).digest()
 
 
 def seal(key: bytes, thread_id: str, version: int, head: bytes) -> bytes:
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in (thread_id.encode(), version.to_bytes(8, "big"), head):
-        mac.update(len(part).to_bytes(4, "big"))
-        mac.update(part)
-    return mac.digest()
+    message = _lp(thread_id.encode(), version.to_bytes(8, "big"), head)
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def seal_ok(key: bytes, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
@@ -73,6 +68,11 @@ def load_seal_key(data_dir: Path) -> bytes:
     finally:
         tmp.unlink()
     return _read_key_file(path)
+
+
+def _lp(*parts: bytes) -> bytes:
+    """Each part prefixed with its length (4 bytes, big-endian), all joined."""
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
 def _read_key_file(path: Path) -> bytes:

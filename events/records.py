@@ -74,7 +74,7 @@ def parse_meta(meta: dict[bytes, bytes]) -> Head:
         if field.startswith(b"end:"):
             ended[field[4:].decode()] = int(value)
         elif field.startswith(b"seal:"):
-            seals[int(field[5:])] = value
+            seals[int(field[5:])] = _unhex(value)
     thread_end = meta.get(b"thread_end")
     return Head(
         version=int(meta.get(b"version", 0)),
@@ -83,3 +83,11 @@ def parse_meta(meta: dict[bytes, bytes]) -> Head:
         thread_end=int(thread_end) if thread_end is not None else None,
         seals=seals,
     )
+
+
+def _unhex(value: bytes) -> bytes:
+    """A seal as stored (hex); anything else is kept as it is, and will not verify."""
+    try:
+        return bytes.fromhex(value.decode())
+    except ValueError:
+        return value

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any, Final, TypeAlias, cast
 
+import msgspec
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.exceptions import NoScriptError
@@ -43,6 +45,7 @@ MAX_BATCH: Final = 64
 DEFAULT_PAGE: Final = 1000
 SCRIPT: Final = resources.files("events").joinpath("append.lua").read_text()
 SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
+_json: Final = msgspec.json.Encoder()
 
 
 class RedisEventStore:
@@ -61,12 +64,13 @@ class RedisEventStore:
         self._seal_key = seal_key
         self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._head_cache_size = head_cache_size
+        self._append_keys = functools.lru_cache(maxsize=head_cache_size)(self._encoded_keys)
 
     async def append(
         self, thread_id: str, events: Sequence[AnyEvent], expected_version: int
     ) -> AppendResult:
         """Append a batch at `expected_version`, all or nothing; a stored batch is not re-added."""
-        keys = self.keys.append_keys(thread_id)
+        keys = self._append_keys(thread_id)
         if expected_version < 0:
             raise InvalidBatchError(f"expected version must be >= 0, not {expected_version}")
         for event in events:
@@ -83,7 +87,7 @@ class RedisEventStore:
             self._remember_head(thread_id, result.last_version, result.head)
         return result
 
-    async def run_script(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+    async def run_script(self, keys: Sequence[str | bytes], args: Sequence[bytes]) -> Any:
         """EVALSHA the append script, loading it again if Redis lost it (restart, SCRIPT FLUSH)."""
         with redis_errors():
             try:
@@ -175,23 +179,26 @@ class RedisEventStore:
 
     def _script_args(
         self, thread_id: str, events: Sequence[AnyEvent], expected: int, prev: bytes
-    ) -> list[str | bytes | int]:
-        args: list[str | bytes | int] = [thread_id, expected, prev, len(events)]
+    ) -> tuple[bytes, bytes, bytes]:
+        """ARGV of the append script: control data (JSON), the hashes, the stored bytes."""
+        control: list[tuple[str, str, str | bool, str, str, int]] = []
+        hashes = [prev]
+        stored = []
         head = prev
         for version, event in enumerate(events, start=expected + 1):
             tag = tag_of(event)
             data = encode(event)
             head = chain_hash(head, thread_id, version, tag, data)
             attaches, parent = attach_point(event)
-            leaf: str = ""
-            scope: str = ""
-            sealed = b""
             if isinstance(event, ThreadEnded):
-                leaf, scope = event.leaf_id, event.scope
-                sealed = seal(self._seal_key, thread_id, version, head)
-            args += [event.event_id, tag, "1" if attaches else "0", parent or ""]
-            args += [leaf, scope, data, head, sealed]
-        return args
+                sealed = seal(self._seal_key, thread_id, version, head).hex()
+                control.append((event.event_id, tag, event.leaf_id, event.scope, sealed, len(data)))
+            else:
+                guard = (parent or "") if attaches else False
+                control.append((event.event_id, tag, guard, "", "", len(data)))
+            hashes.append(head)
+            stored.append(data)
+        return _json.encode((thread_id, expected, control)), b"".join(hashes), b"".join(stored)
 
     async def _hash_at(self, thread_id: str, version: int) -> bytes:
         """The chain hash at `version`, the one a batch appended there must continue."""
@@ -206,6 +213,9 @@ class RedisEventStore:
         )
         # No entry there: the script answers with the stored version (or the original result).
         return rows[0].hash if rows else GENESIS
+
+    def _encoded_keys(self, thread_id: str) -> tuple[bytes, ...]:
+        return tuple(key.encode() for key in self.keys.append_keys(thread_id))
 
     def _remember_head(self, thread_id: str, version: int, head: bytes) -> None:
         self._heads[thread_id] = (version, head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import redis.asyncio
 from redis.exceptions import ResponseError
@@ -32,7 +33,7 @@ async def test_the_client_refuses_a_script_call_across_slots(
     store: RedisEventStore, keys: Keyspace
 ) -> None:
     with pytest.raises(EventStoreError, match="hash to the same slot"):
-        await store.run_script(cross_slot_keys(keys), ["a", 0, GENESIS, 0])
+        await store.run_script(cross_slot_keys(keys), [b'["a", 0, []]', GENESIS, b""])
 
 
 async def test_the_server_refuses_a_script_call_across_slots_and_writes_nothing(
@@ -42,8 +43,9 @@ async def test_the_server_refuses_a_script_call_across_slots_and_writes_nothing(
     await store.redis.ping()  # learn the slot map
     node = store.redis.get_node_from_key(wrong[0])  # type: ignore[union-attr]
     event = started("a")
-    args = ["a", 0, GENESIS, 1, event.event_id, "thread.started", "0", "", "", ""]
-    args += [encode(event), b"\x00" * 32, b""]
+    data = encode(event)
+    control = [[event.event_id, "thread.started", False, "", "", len(data)]]
+    args = [msgspec.json.encode(["a", 0, control]), GENESIS * 2, data]
     direct = redis.asyncio.Redis(host=node.host, port=node.port)
     try:
         with pytest.raises(ResponseError, match="hash to the same slot"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 from msgspec.structs import replace
 
@@ -201,10 +202,20 @@ async def test_the_script_itself_rejects_a_malformed_batch(
 ) -> None:
     await opened(store)
     before = await snapshot(client, keys, T)
-    reply = await store.run_script(keys.append_keys(T), [T, 3, GENESIS, 0])
-    assert reply[:2] == [b"err", b"batch"]
-    reply = await store.run_script(keys.append_keys(T), [T, 3, GENESIS, 65])
-    assert reply[:2] == [b"err", b"batch"]
+
+    async def run(batch: list[list[object]], hashes: bytes, data: bytes = b"") -> list[bytes]:
+        control = msgspec.json.encode([T, 3, batch])
+        reply: list[bytes] = await store.run_script(keys.append_keys(T), [control, hashes, data])
+        return reply
+
+    assert await run([], GENESIS) == [b"err", b"batch", b"a batch holds 1 to 64 events, not 0"]
+    too_many = [[f"e{i}", "feedback.given", False, "", "", 0] for i in range(65)]
+    assert (await run(too_many, GENESIS * 66))[:2] == [b"err", b"batch"]
+    twice = [["e1", "feedback.given", False, "", "", 0]] * 2
+    reply = await run(twice, GENESIS * 3)
+    assert reply == [b"err", b"batch", b"event id e1 appears twice in the batch"]
+    one = [["e1", "feedback.given", False, "", "", 4]]
+    assert (await run(one, GENESIS * 2, b"abc"))[:2] == [b"err", b"batch"]
     assert await snapshot(client, keys, T) == before
 
 

@@ -167,7 +167,7 @@ async def test_a_forged_seal_is_caught(
     store: RedisEventStore, client: Redis, keys: Keyspace
 ) -> None:
     await build(store)
-    await client.hset(keys.meta(T), "seal:6", b"\x02" * 32)
+    await client.hset(keys.meta(T), "seal:6", "02" * 32)
     report = await store.verify(T)
     assert (report.first_bad_version, report.seal_ok) == (6, False)
 

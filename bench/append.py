@@ -1,0 +1,184 @@
+"""Guarded append vs a bare XADD of the same events, same client, same concurrency, one run.
+
+    python bench/append.py [--events N] [--concurrency C] [--rounds R]
+
+Uses REDIS_URL if set, else the embedded Redis in a temporary directory. Each round times the
+bare XADD and then the guarded append back to back; the round with the median ratio is printed,
+one JSON line per batch size: events/s of the guarded append (`value`), of the bare XADD
+(`baseline`), and their ratio (goal >= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from events.connect import client_for
+from events.embedded import EmbeddedRedis
+from events.keys import Keyspace
+from events.schema import (
+    AnyEvent,
+    MessagePosted,
+    PolicyRef,
+    ReplyCompleted,
+    ThreadStarted,
+    encode,
+    tag_of,
+)
+from events.store import Redis, RedisEventStore
+
+QUESTION = "Could you explain how optimistic concurrency works in an event store? " * 3
+ANSWER = "Each append states the version it expects; if another writer got there first... " * 6
+
+
+def turn(thread: str, i: int) -> list[AnyEvent]:
+    """A user message and its reply: the events a chat turn writes."""
+    m, r = f"m{i}", f"r{i}"
+    parent = f"r{i - 1}" if i else None
+    return [
+        MessagePosted(
+            thread_id=thread, actor="user", message_id=m, parent_id=parent, content=QUESTION
+        ),
+        ReplyCompleted(
+            thread_id=thread,
+            actor="model",
+            message_id=r,
+            parent_id=m,
+            content=ANSWER,
+            kind="answer",
+            content_sha256="0" * 64,
+        ),
+    ]
+
+
+def batches(thread: str, count: int, size: int) -> list[list[AnyEvent]]:
+    events = [e for i in range((count * size + 1) // 2 + 1) for e in turn(thread, i)]
+    return [events[i * size : (i + 1) * size] for i in range(count)]
+
+
+async def guarded(
+    store: RedisEventStore, prefix: str, writers: int, per_writer: int, size: int
+) -> float:
+    async def writer(w: int) -> None:
+        thread = f"{prefix}-g{w}"
+        start = ThreadStarted(
+            thread_id=thread,
+            actor="user",
+            tenant="bench",
+            owner="bench",
+            model="scripted",
+            policy=PolicyRef(name="ladder", version="1"),
+        )
+        version = (await store.append(thread, [start], 0)).last_version
+        work = batches(thread, per_writer, size)
+        await ready.wait()
+        for batch in work:
+            version = (await store.append(thread, batch, version)).last_version
+
+    ready = Start(writers)
+    return await _timed(writers, writer, ready)
+
+
+async def bare(
+    client: Redis, keys: Keyspace, prefix: str, writers: int, per_writer: int, size: int
+) -> float:
+    async def writer(w: int) -> None:
+        thread = f"{prefix}-b{w}"
+        key = keys.stream(thread)
+        work = batches(thread, per_writer, size)
+        await ready.wait()
+        for batch in work:
+            if size == 1:
+                event = batch[0]
+                await client.xadd(key, {"type": tag_of(event), "data": encode(event)})
+                continue
+            pipe = client.pipeline(transaction=False)
+            for event in batch:
+                pipe.xadd(key, {"type": tag_of(event), "data": encode(event)})
+            await pipe.execute()
+
+    ready = Start(writers)
+    return await _timed(writers, writer, ready)
+
+
+class Start:
+    """A barrier: the clock starts once every writer has prepared its work."""
+
+    def __init__(self, writers: int) -> None:
+        self.waiting = writers
+        self.all_prepared = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.all_prepared.set()
+        await self.go.wait()
+
+
+async def _timed(writers: int, writer: Callable[[int], Awaitable[None]], start: Start) -> float:
+    tasks = [asyncio.ensure_future(writer(w)) for w in range(writers)]
+    await start.all_prepared.wait()
+    begin = time.perf_counter()
+    start.go.set()
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - begin
+
+
+async def run(url: str, events: int, concurrency: int, rounds: int) -> None:
+    client = client_for(url, max_connections=concurrency * 2)
+    keys = Keyspace(prefix=f"bench-{os.getpid()}")
+    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
+    try:
+        for size in (1, 4):
+            per_writer = max(1, events // (concurrency * size))
+            total = per_writer * concurrency * size
+            pairs = []
+            for r in range(rounds):  # back to back, so both see the same machine
+                secs = await bare(client, keys, f"r{r}s{size}", concurrency, per_writer, size)
+                baseline = total / secs
+                secs = await guarded(store, f"r{r}s{size}", concurrency, per_writer, size)
+                pairs.append((total / secs / baseline, total / secs, baseline))
+            ratio, value, baseline = statistics.median(pairs)  # the median round, by its ratio
+            print(
+                json.dumps(
+                    {
+                        "bench": "append",
+                        "case": f"batch={size}",
+                        "value": round(value),
+                        "baseline": round(baseline),
+                        "unit": "events/s",
+                        "ratio": round(ratio, 3),
+                        "goal": ">= 0.8",
+                    }
+                ),
+                flush=True,
+            )
+    finally:
+        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if url := os.environ.get("REDIS_URL"):
+        asyncio.run(run(url, args.events, args.concurrency, args.rounds))
+        return
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
+        asyncio.run(run(server.url, args.events, args.concurrency, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
