@@ -1,0 +1,96 @@
+"""The `coda` command line, against the real Redis of the test session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from events.connect import client_for
+from events.keys import Keyspace
+from events.store import RedisEventStore
+from service.cli import main
+from tests.conftest import SEAL_KEY, delete_prefix
+from tests.factories import ended, posted, replied, started
+
+T = "cli-thread"
+
+
+@pytest.fixture
+def env(redis_url: str, keys: Keyspace, monkeypatch: pytest.MonkeyPatch) -> Keyspace:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("CODA_KEY_PREFIX", keys.prefix)
+    monkeypatch.setenv("CODA_SEAL_KEY", SEAL_KEY.decode())
+    return keys
+
+
+def on_store(url: str, keys: Keyspace, work: str) -> None:
+    async def run() -> None:
+        client = client_for(url)
+        store = RedisEventStore(client, keys, SEAL_KEY)
+        try:
+            if work == "populate":
+                await store.append(T, [started(T)], 0)
+                batch = [posted(T, "m1", None), replied(T, "r1", "m1"), ended(T, "r1")]
+                await store.append(T, batch, 1)
+            elif work == "tamper":
+                await client.hset(keys.meta(T), "head", b"\x00" * 32)
+            else:
+                await delete_prefix(client, keys.prefix)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def thread(env: Keyspace, redis_url: str) -> Iterator[str]:
+    on_store(redis_url, env, "populate")
+    yield T
+    on_store(redis_url, env, "clean")
+
+
+def test_verify_prints_ok_for_an_untouched_thread(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", thread]) == 0
+    assert capsys.readouterr().out.startswith(f"{thread}: ok, 4 events, 1 seal(s), head ")
+
+
+def test_verify_names_the_first_bad_version_and_exits_1(
+    thread: str, redis_url: str, env: Keyspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    on_store(redis_url, env, "tamper")
+    assert main(["verify", thread, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["first_bad_version"], report["meta_ok"]) == (False, 4, False)
+
+
+def test_events_prints_ndjson_after_a_version(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["events", thread, "--after", "1", "--limit", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["version"], e["type"]) for e in lines] == [
+        (2, "message.posted"),
+        (3, "reply.completed"),
+    ]
+    assert lines[0]["content"] == "hello"
+
+
+def test_an_invalid_thread_id_is_a_one_line_error(
+    env: Keyspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "not a thread"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("coda: invalid thread id 'not a thread'")
+    assert err.count("\n") == 1
+
+
+def test_a_negative_after_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["events", T, "--after", "-1"])
+    assert caught.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err
