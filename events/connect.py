@@ -97,23 +97,25 @@ async def open_store(settings: RedisSettings) -> AsyncIterator[RedisEventStore]:
 async def check_server(client: Redis) -> None:
     """Refuse a Redis that could lose history (eviction) or lacks what the script needs."""
     for node, info in (await _info(client)).items():
-        version = tuple(int(p) for p in str(info.get("redis_version", "0.0")).split(".")[:2])
-        if version < MIN_REDIS:
-            raise StoreConfigError(
-                f"{node}: Redis {info.get('redis_version')} is too old; coda needs >= 6.2"
-            )
-        policy = info.get("maxmemory_policy", "noeviction")
-        if policy != "noeviction":
-            raise StoreConfigError(
-                f"{node}: maxmemory-policy is {policy}; set it to noeviction "
-                "(eviction would delete history)"
-            )
-        if not int(info.get("aof_enabled", 0)):
-            log.warning(
-                "%s: append-only persistence is off: acknowledged events may be lost if Redis "
-                "restarts",
-                node,
-            )
+        check_node(node, info)
+
+
+def check_node(node: str, info: Mapping[str, Any]) -> None:
+    """The startup check of one node, from its INFO."""
+    version = str(info.get("redis_version", "0.0"))
+    if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < MIN_REDIS:
+        raise StoreConfigError(f"{node}: Redis {version} is too old; coda needs >= 6.2")
+    policy = info.get("maxmemory_policy", "noeviction")
+    if policy != "noeviction":
+        raise StoreConfigError(
+            f"{node}: maxmemory-policy is {policy}; set it to noeviction "
+            "(eviction would delete history)"
+        )
+    if not int(info.get("aof_enabled", 0)):
+        log.warning(
+            "%s: append-only persistence is off: acknowledged events may be lost if Redis restarts",
+            node,
+        )
 
 
 async def ensure_partitions(client: Redis, keys: Keyspace) -> None:

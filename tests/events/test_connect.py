@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from events.connect import RedisSettings, client_for, open_store
+from events.connect import RedisSettings, check_node, client_for, open_store
 from events.embedded import EmbeddedRedis
 from events.errors import StoreConfigError
 from events.keys import Keyspace
@@ -127,3 +127,15 @@ async def test_a_cluster_scheme_selects_the_cluster_client() -> None:
     assert type(cluster).__name__ == "RedisCluster"
     await single.aclose()
     await cluster.aclose()
+
+
+@pytest.mark.parametrize("version", ["6.0.16", "5.0.14", "garbage"])
+def test_a_redis_older_than_6_2_is_refused(version: str) -> None:
+    info = {"redis_version": version, "maxmemory_policy": "noeviction", "aof_enabled": 1}
+    with pytest.raises(StoreConfigError, match=f"Redis {version} is too old"):
+        check_node("node-1", info)
+
+
+@pytest.mark.parametrize("version", ["6.2.14", "7.0.15", "7.4.0", "8.0.2"])
+def test_redis_6_2_and_newer_pass(version: str) -> None:
+    check_node("node-1", {"redis_version": version, "aof_enabled": 1})

@@ -19,11 +19,13 @@ T = "cli-thread"
 
 
 @pytest.fixture
-def env(redis_url: str, keys: Keyspace, monkeypatch: pytest.MonkeyPatch) -> Keyspace:
+def env(redis_url: str, keys: Keyspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Keyspace]:
+    """The CLI's settings point at the test Redis, under this test's prefix."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("CODA_KEY_PREFIX", keys.prefix)
     monkeypatch.setenv("CODA_SEAL_KEY", SEAL_KEY.decode())
-    return keys
+    yield keys
+    on_store(redis_url, keys, "clean")
 
 
 def on_store(url: str, keys: Keyspace, work: str) -> None:
@@ -46,10 +48,9 @@ def on_store(url: str, keys: Keyspace, work: str) -> None:
 
 
 @pytest.fixture
-def thread(env: Keyspace, redis_url: str) -> Iterator[str]:
+def thread(env: Keyspace, redis_url: str) -> str:
     on_store(redis_url, env, "populate")
-    yield T
-    on_store(redis_url, env, "clean")
+    return T
 
 
 def test_verify_prints_ok_for_an_untouched_thread(
