@@ -24,6 +24,7 @@ log = logging.getLogger("coda.redis")
 MIN_REDIS: Final = (6, 2)
 CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _TRUE: Final = {"1", "true", "yes", "on"}
+CLIENT_TIMEOUTS: Final = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,15 @@ class RedisSettings:
 
 
 def client_for(url: str, *, cluster: bool = False, **options: Any) -> Redis:
-    """A client for `url`; `redis+cluster://` (or `cluster=True`) selects Redis Cluster."""
+    """A client for `url`; `redis+cluster://` (or `cluster=True`) selects Redis Cluster.
+
+    A Redis that stops answering is reported (StoreUnavailableError) after CLIENT_TIMEOUTS
+    rather than hanging a request; `options` override them.
+    """
     scheme, sep, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES:
         url, cluster = f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", True
+    options = {**CLIENT_TIMEOUTS, **options}
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
     return redis.asyncio.Redis.from_url(url, **options)

@@ -11,8 +11,9 @@ import redis
 
 from events.connect import RedisSettings, check_node, client_for, open_store
 from events.embedded import EmbeddedRedis
-from events.errors import StoreConfigError
+from events.errors import StoreConfigError, StoreUnavailableError
 from events.keys import Keyspace
+from events.store import RedisEventStore
 from tests.factories import ended, posted, replied, started
 
 pytestmark = pytest.mark.anyio
@@ -139,3 +140,13 @@ def test_a_redis_older_than_6_2_is_refused(version: str) -> None:
 @pytest.mark.parametrize("version", ["6.2.14", "7.0.15", "7.4.0", "8.0.2"])
 def test_redis_6_2_and_newer_pass(version: str) -> None:
     check_node("node-1", {"redis_version": version, "aof_enabled": 1})
+
+
+async def test_an_unreachable_redis_is_store_unavailable() -> None:
+    client = client_for("redis://127.0.0.1:1", retry=None)
+    store = RedisEventStore(client, Keyspace(prefix="nowhere"), b"k" * 32)
+    try:
+        with pytest.raises(StoreUnavailableError, match="Redis unavailable"):
+            await store.append(T, [started(T)], 0)
+    finally:
+        await client.aclose()
