@@ -7,6 +7,7 @@ new tag. Stored events are decoded ignoring unknown fields, so old readers keep 
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeAlias
 
@@ -182,14 +183,15 @@ ATTACHING: Final = (
     BranchForked,
 )
 
+_TAGS: Final[dict[type, str]] = {
+    cls: str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent)
+}
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final[msgspec.msgpack.Decoder[AnyEvent]] = msgspec.msgpack.Decoder(AnyEvent)
 
 
 def tag_of(event: AnyEvent) -> str:
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    return _TAGS[type(event)]
 
 
 def encode(event: AnyEvent) -> bytes:

@@ -79,7 +79,9 @@ class RedisEventStore:
                     f"event {event.event_id} belongs to thread {event.thread_id!r}, "
                     f"not {thread_id!r}"
                 )
-        prev = await self._hash_at(thread_id, expected_version)
+        prev = self._cached_hash(thread_id, expected_version)
+        if prev is None:
+            prev = await self._stored_hash(thread_id, expected_version)
         args = self._script_args(thread_id, events, expected_version, prev)
         reply = await self.run_script(keys, args)
         result = _parse_reply(thread_id, reply)
@@ -200,14 +202,18 @@ class RedisEventStore:
             stored.append(data)
         return _json.encode((thread_id, expected, control)), b"".join(hashes), b"".join(stored)
 
-    async def _hash_at(self, thread_id: str, version: int) -> bytes:
-        """The chain hash at `version`, the one a batch appended there must continue."""
+    def _cached_hash(self, thread_id: str, version: int) -> bytes | None:
+        """The chain hash at `version` if known here: history never changes, so it stays valid."""
         if version == 0:
             return GENESIS
         cached = self._heads.get(thread_id)
         if cached is not None and cached[0] == version:
             self._heads.move_to_end(thread_id)
             return cached[1]
+        return None
+
+    async def _stored_hash(self, thread_id: str, version: int) -> bytes:
+        """The chain hash at `version`, read from the stream."""
         rows = await self._xrange(
             self.keys.stream(thread_id), f"{version}-0", 1, end=f"{version}-0"
         )
