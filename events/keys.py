@@ -57,9 +57,9 @@ class Keyspace:
         """A hash: version, head, ended leaves, thread end, seals."""
         return f"{self._tag(thread_id)}:meta:{thread_id}"
 
-    def ids(self, thread_id: str) -> str:
-        """A hash: event id -> version, for idempotent appends."""
-        return f"{self._tag(thread_id)}:ids:{thread_id}"
+    def index(self, thread_id: str) -> str:
+        """A hash: event ids (for idempotent appends) and the message tree (for the lock)."""
+        return f"{self._tag(thread_id)}:index:{thread_id}"
 
     def feed(self, partition: int) -> str:
         """The partition's feed: every event of its threads, in append order, for consumers."""
@@ -68,12 +68,12 @@ class Keyspace:
         return f"{self.prefix}:{{{partition}}}:feed"
 
     def append_keys(self, thread_id: str) -> tuple[str, str, str, str]:
-        """KEYS of the append script, in its order: stream, meta, ids, feed."""
+        """KEYS of the append script, in its order: stream, meta, index, feed."""
         check_thread_id(thread_id)
         return (
             self.stream(thread_id),
             self.meta(thread_id),
-            self.ids(thread_id),
+            self.index(thread_id),
             self.feed(self.partition(thread_id)),
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, Final, Literal, NamedTuple, TypeAlias, assert_never
 
 import msgspec
 import uuid_utils
@@ -173,16 +173,6 @@ AnyEvent: TypeAlias = (
     | FeedbackGiven
 )
 
-ATTACHING: Final = (
-    MessagePosted,
-    ReplyStarted,
-    ReplyCompleted,
-    ReplyRedirected,
-    ReplyWarned,
-    ReplyFailed,
-    BranchForked,
-)
-
 _TAGS: Final[dict[type, str]] = {
     cls: str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent)
 }
@@ -204,8 +194,38 @@ def decode(data: bytes) -> AnyEvent:
     return _decoder.decode(data)
 
 
-def attach_point(event: AnyEvent) -> tuple[bool, str | None]:
-    """Whether the event continues a branch, and the message it hangs below (None: the root)."""
-    if isinstance(event, ATTACHING):
-        return True, event.parent_id
-    return False, None
+class Placement(NamedTuple):
+    """Where an event sits in the message tree, as the append script checks it.
+
+    `guard` is the message the event hangs below if it continues a branch ("" for the root),
+    or the leaf a thread.ended ends; None for events outside the tree (feedback, ...).
+    `message` is the message it posts or continues, `role` "u" (user) or "a" (reply) for events
+    that post one, `edited` the message a branch.forked edits.
+    """
+
+    guard: str | None
+    message: str = ""
+    role: str = ""
+    edited: str = ""
+
+
+def placement(event: AnyEvent) -> Placement:
+    match event:
+        case MessagePosted(message_id=message, parent_id=parent):
+            return Placement(parent or "", message, "u")
+        case (
+            ReplyStarted(message_id=message, parent_id=parent)
+            | ReplyCompleted(message_id=message, parent_id=parent)
+            | ReplyRedirected(message_id=message, parent_id=parent)
+            | ReplyWarned(message_id=message, parent_id=parent)
+            | ReplyFailed(message_id=message, parent_id=parent)
+        ):
+            return Placement(parent, message, "a")
+        case BranchForked(edited_message_id=edited, parent_id=parent, new_message_id=new):
+            return Placement(parent or "", new, "", edited)
+        case ThreadEnded(leaf_id=leaf):
+            return Placement(leaf)
+        case ThreadStarted() | MessageClassified() | EndRejected() | FeedbackGiven():
+            return Placement(None)
+        case _:
+            assert_never(event)

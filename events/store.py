@@ -7,7 +7,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 import msgspec
 import redis.asyncio
@@ -34,7 +34,7 @@ from events.records import (
     parse_meta,
     recorded,
 )
-from events.schema import AnyEvent, ThreadEnded, attach_point, encode, tag_of
+from events.schema import AnyEvent, ThreadEnded, decode, encode, placement, tag_of
 from events.verify import VerifyReport, check
 
 Redis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
@@ -43,8 +43,20 @@ _Rows: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
 
 MAX_BATCH: Final = 64
 DEFAULT_PAGE: Final = 1000
-SCRIPT: Final = resources.files("events").joinpath("append.lua").read_text()
-SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+class Script(NamedTuple):
+    body: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        body = resources.files("events").joinpath(name).read_text()
+        return cls(body, hashlib.sha1(body.encode()).hexdigest())
+
+
+APPEND: Final = Script.load("append.lua")
+SNAPSHOT: Final = Script.load("snapshot.lua")
 _json: Final = msgspec.json.Encoder()
 
 
@@ -83,19 +95,29 @@ class RedisEventStore:
         if prev is None:
             prev = await self._stored_hash(thread_id, expected_version)
         args = self._script_args(thread_id, events, expected_version, prev)
-        reply = await self.run_script(keys, args)
-        result = _parse_reply(thread_id, reply)
+        try:
+            result = _parse_reply(thread_id, await self.run_script(keys, args))
+        except ChainError:
+            # The head known here may be one Redis lost (a failover, an fsync window): forget
+            # it, read the stored one, and try once more.
+            if self._heads.pop(thread_id, None) is None:
+                raise
+            prev = await self._stored_hash(thread_id, expected_version)
+            args = self._script_args(thread_id, events, expected_version, prev)
+            result = _parse_reply(thread_id, await self.run_script(keys, args))
         if not result.replayed:
             self._remember_head(thread_id, result.last_version, result.head)
         return result
 
-    async def run_script(self, keys: Sequence[str | bytes], args: Sequence[bytes]) -> Any:
-        """EVALSHA the append script, loading it again if Redis lost it (restart, SCRIPT FLUSH)."""
+    async def run_script(
+        self, keys: Sequence[str | bytes], args: Sequence[bytes], script: Script = APPEND
+    ) -> Any:
+        """EVALSHA a script, sending it again if Redis lost it (a restart, SCRIPT FLUSH)."""
         with redis_errors():
             try:
-                return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                return await self.redis.eval(SCRIPT, len(keys), *keys, *args)
+                return await self.redis.eval(script.body, len(keys), *keys, *args)
 
     async def read(
         self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
@@ -111,12 +133,14 @@ class RedisEventStore:
             yield recorded(entry)
 
     async def entries(
-        self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
+        self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE, end: str = "+"
     ) -> AsyncIterator[StoredEntry]:
-        """Every raw stream entry above version `after`, read in pages."""
-        start = f"{after + 1}-0"
+        """Every raw stream entry above version `after` (up to entry id `end`), in pages."""
+        start = f"{after + 1}-0" if after else "-"
         while True:
-            rows = await self._xrange(self.keys.stream(check_thread_id(thread_id)), start, page)
+            rows = await self._xrange(
+                self.keys.stream(check_thread_id(thread_id)), start, page, end=end
+            )
             for entry in rows:
                 yield entry
             if len(rows) < page:
@@ -133,16 +157,17 @@ class RedisEventStore:
     async def head(self, thread_id: str) -> Head:
         return parse_meta(await self.meta(thread_id))
 
-    async def verify(self, thread_id: str, *, attempts: int = 5) -> VerifyReport:
+    async def verify(self, thread_id: str) -> VerifyReport:
         """Recompute the thread's chain and seals, and compare them with its meta and index."""
-        for _ in range(attempts):
-            meta = await self.meta(thread_id)
-            ids = await self.id_index(thread_id)
-            entries = [entry async for entry in self.entries(thread_id)]
-            # Reads are not one snapshot: an append in between would look like a tamper.
-            if await self.meta(thread_id) == meta:
-                return check(thread_id, entries, meta, ids, self._seal_key)
-        raise EventStoreError(f"thread {thread_id!r} kept changing while it was verified")
+        stream, meta_key, index_key, _ = self.keys.append_keys(thread_id)
+        meta, index, last = await self.run_script([stream, meta_key, index_key], [], SNAPSHOT)
+        meta = _pairs(meta)
+        version = meta.get(b"version", b"0")
+        end = f"{int(version)}-0" if version.isdigit() else "+"
+        entries = [e async for e in self.entries(thread_id, end=end)]
+        return check(
+            thread_id, entries, meta, _pairs(index), self._seal_key, stream_last=last.decode()
+        )
 
     async def meta(self, thread_id: str) -> dict[bytes, bytes]:
         """The thread's meta hash as stored."""
@@ -150,14 +175,11 @@ class RedisEventStore:
             raw = await self.redis.hgetall(self.keys.meta(check_thread_id(thread_id)))
         return cast(dict[bytes, bytes], raw)
 
-    async def id_index(self, thread_id: str) -> dict[str, int]:
-        """The event-id index: event id -> version."""
+    async def index(self, thread_id: str) -> dict[bytes, bytes]:
+        """The thread's index hash as stored (event ids, messages, children)."""
         with redis_errors():
-            raw = cast(
-                dict[bytes, bytes],
-                await self.redis.hgetall(self.keys.ids(check_thread_id(thread_id))),
-            )
-        return {k.decode(): int(v) for k, v in raw.items()}
+            raw = await self.redis.hgetall(self.keys.index(check_thread_id(thread_id)))
+        return cast(dict[bytes, bytes], raw)
 
     async def read_feed(
         self, partition: int, *, after: str = "0-0", limit: int = DEFAULT_PAGE
@@ -183,24 +205,39 @@ class RedisEventStore:
         self, thread_id: str, events: Sequence[AnyEvent], expected: int, prev: bytes
     ) -> tuple[bytes, bytes, bytes]:
         """ARGV of the append script: control data (JSON), the hashes, the stored bytes."""
-        control: list[tuple[str, str, str | bool, str, str, int]] = []
+        control: list[tuple[str, str, str | bool, str, str, str, str, str, int]] = []
         hashes = [prev]
         stored = []
         head = prev
         for version, event in enumerate(events, start=expected + 1):
             tag = tag_of(event)
-            data = encode(event)
+            data = _checked_bytes(event)
             head = chain_hash(head, thread_id, version, tag, data)
-            attaches, parent = attach_point(event)
+            guard, message, role, edited = placement(event)
+            scope = sealed = ""
             if isinstance(event, ThreadEnded):
-                sealed = seal(self._seal_key, thread_id, version, head).hex()
-                control.append((event.event_id, tag, event.leaf_id, event.scope, sealed, len(data)))
-            else:
-                guard = (parent or "") if attaches else False
-                control.append((event.event_id, tag, guard, "", "", len(data)))
+                scope, sealed = event.scope, seal(self._seal_key, thread_id, version, head).hex()
+            control.append(
+                (
+                    event.event_id,
+                    tag,
+                    False if guard is None else guard,
+                    message,
+                    role,
+                    edited,
+                    scope,
+                    sealed,
+                    len(data),
+                )
+            )
             hashes.append(head)
             stored.append(data)
-        return _json.encode((thread_id, expected, control)), b"".join(hashes), b"".join(stored)
+        head_seal = seal(self._seal_key, thread_id, expected + len(events), head).hex()
+        return (
+            _json.encode((thread_id, expected, control, head_seal)),
+            b"".join(hashes),
+            b"".join(stored),
+        )
 
     def _cached_hash(self, thread_id: str, version: int) -> bytes | None:
         """The chain hash at `version` if known here: history never changes, so it stays valid."""
@@ -243,6 +280,25 @@ class RedisEventStore:
             )
             for entry_id, fields in rows
         ]
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash from HGETALL as a script returns it: a flat list of fields and values."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _checked_bytes(event: AnyEvent) -> bytes:
+    """The event's stored bytes, if the store's own decoder accepts them back.
+
+    msgspec checks constraints (id lengths, literal values) when decoding, not when a Struct is
+    built: without this, an invalid event would be stored and then break every read.
+    """
+    try:
+        data = encode(event)
+        decode(data)
+    except (msgspec.ValidationError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+        raise InvalidBatchError(f"event {event.event_id!r} is invalid: {exc}") from exc
+    return data
 
 
 def _parse_reply(thread_id: str, reply: list[Any]) -> AppendResult:

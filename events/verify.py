@@ -1,7 +1,7 @@
-"""Re-verify a stored thread: its hash chain, the seals of its ends, and its meta.
+"""Re-verify a stored thread: its hash chain, its seals, its meta and its index.
 
-`check` is pure: it takes the raw entries, the meta hash and the event-id index as Redis holds
-them, recomputes everything from the entries, and lists every disagreement with its version.
+`check` is pure: it takes the raw entries, the meta hash and the index hash as Redis holds them,
+recomputes everything from the entries, and lists every disagreement with its version.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Literal, TypeAlias
 import msgspec
 
 from events.chain import GENESIS, chain_hash, seal_ok
-from events.records import StoredEntry, parse_meta
-from events.schema import AnyEvent, ThreadEnded, attach_point, decode, tag_of
+from events.records import StoredEntry
+from events.schema import AnyEvent, ThreadEnded, decode, placement, tag_of
 
 Area: TypeAlias = Literal["chain", "seal", "meta"]
 
@@ -57,16 +57,47 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
         return first.version if first else None
 
 
-class _Walk:
-    """What one pass over the entries learns: recomputed hashes, ends, ids and problems."""
+def check(
+    thread_id: str,
+    entries: Iterable[StoredEntry],
+    meta: dict[bytes, bytes],
+    index: dict[bytes, bytes],
+    seal_key: bytes,
+    *,
+    stream_last: str | None = None,
+) -> VerifyReport:
+    """Recompute the chain from `entries` and compare it with the seals, the meta and the index.
 
-    def __init__(self, thread_id: str) -> None:
+    `stream_last` is the id of the stream's last entry, read together with the meta: an entry
+    beyond the meta's version is reported even when the entries were only read up to it.
+    """
+    walk = _Walk(thread_id, seal_key)
+    for entry in entries:
+        walk.entry(entry)
+    walk.compare_meta(meta, stream_last)
+    walk.compare_index(index)
+    return VerifyReport(
+        thread_id=thread_id,
+        version=walk.last,
+        head=walk.hashes.get(walk.last, GENESIS),
+        seals_checked=walk.seals_checked,
+        problems=tuple(sorted(walk.problems, key=lambda p: p.version)),
+    )
+
+
+class _Walk:
+    """One pass over the entries: recomputed hashes, the tree, ends, the index, problems."""
+
+    def __init__(self, thread_id: str, seal_key: bytes) -> None:
         self.thread_id = thread_id
+        self.seal_key = seal_key
         self.problems: list[Problem] = []
         self.hashes: dict[int, bytes] = {}
         self.ends: dict[str, int] = {}
+        self.end_versions: list[int] = []
         self.thread_end: int | None = None
-        self.ids: dict[str, int] = {}
+        self.index: dict[str, str] = {}
+        self.seals_checked = 0
         self.last = 0
         self._prev = GENESIS
 
@@ -100,75 +131,117 @@ class _Walk:
             self.add(v, "chain", f"the event belongs to thread {event.thread_id!r}")
         if tag_of(event) != entry.type:
             self.add(v, "chain", f"stored as {entry.type!r} but the event is {tag_of(event)!r}")
-        if event.event_id in self.ids:
+        if f"e:{event.event_id}" in self.index:
             self.add(v, "chain", f"event id {event.event_id} was stored before")
-        self.ids.setdefault(event.event_id, v)
-        attaches, parent = attach_point(event)
-        below = parent if attaches else event.leaf_id if isinstance(event, ThreadEnded) else None
-        if (attaches or isinstance(event, ThreadEnded)) and self.thread_end is not None:
-            self.add(v, "chain", f"the event follows the thread's end at {self.thread_end}")
-        elif below is not None and below in self.ends:
-            self.add(v, "chain", f"the event continues a branch ended at {self.ends[below]}")
+        else:
+            self.index[f"e:{event.event_id}"] = str(v)
         if isinstance(event, ThreadEnded):
-            self.ends.setdefault(event.leaf_id, v)
-            if event.scope == "thread" and self.thread_end is None:
-                self.thread_end = v
+            self._end(v, event)
+        elif placement(event).guard is not None:
+            self._attach(v, event)
+
+    def _attach(self, v: int, event: AnyEvent) -> None:
+        guard, message, role, _ = placement(event)
+        assert guard is not None
+        for blocked in (guard, message):
+            if self.thread_end is not None:
+                self.add(v, "chain", f"the event follows the thread's end at {self.thread_end}")
+                break
+            if blocked and blocked in self.ends:
+                self.add(v, "chain", f"the event continues a branch ended at {self.ends[blocked]}")
+                break
+        if guard and f"m:{guard}" not in self.index:
+            self.add(v, "chain", f"the event hangs below {guard!r}, not a message here")
+        if guard:
+            self.index[f"c:{guard}"] = "1"
+        if role and f"m:{message}" not in self.index:
+            self.index[f"m:{message}"] = role + guard
+
+    def _end(self, v: int, event: ThreadEnded) -> None:
+        leaf = event.leaf_id
+        if self.thread_end is not None:
+            self.add(v, "chain", f"the event follows the thread's end at {self.thread_end}")
+        elif event.scope == "branch" and leaf in self.ends:
+            self.add(v, "chain", f"the branch was ended before, at {self.ends[leaf]}")
+        if f"m:{leaf}" not in self.index:
+            self.add(v, "chain", f"the end names {leaf!r}, not a message here")
+        elif event.scope == "branch" and f"c:{leaf}" in self.index:
+            self.add(v, "chain", f"the end names {leaf!r}, not the tip of a branch")
+        self.ends.setdefault(leaf, v)
+        self.end_versions.append(v)
+        if event.scope == "thread" and self.thread_end is None:
+            self.thread_end = v
+
+    def compare_meta(self, raw: dict[bytes, bytes], stream_last: str | None) -> None:
+        meta = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        version = _int(meta.get("version", "0"))
+        if version is None:
+            self.add(self.last, "meta", f"the meta's version {meta['version']!r} is not a number")
+            return
+        last_id = _int((stream_last or "0-0").partition("-")[0]) or 0
+        if version > self.last:
+            self.add(self.last + 1, "chain", f"versions {self.last + 1}..{version} are missing")
+        elif version < max(self.last, last_id):
+            self.add(version + 1, "meta", f"the stream goes on past the meta's version {version}")
+        head = raw.get(b"head", GENESIS)
+        if head != self.hashes.get(version, GENESIS):
+            self.add(version, "meta", "the meta head differs from the recomputed chain")
+        elif version and not self._sealed(version, head, meta.get("head_seal", "")):
+            self.add(version, "seal", "the head seal does not match the head")
+        self._compare_ends(meta)
+        self._compare_seals(meta)
+
+    def _compare_ends(self, meta: dict[str, str]) -> None:
+        stored = {k[4:]: _int(v) for k, v in meta.items() if k.startswith("end:")}
+        for leaf in stored.keys() | self.ends.keys():
+            if stored.get(leaf) != self.ends.get(leaf):
+                version = self.ends.get(leaf) or stored.get(leaf) or self.last
+                self.add(version, "meta", f"the meta's end of {leaf!r} differs from the events")
+        if _int(meta.get("thread_end", "")) != self.thread_end:
+            version = self.thread_end or _int(meta.get("thread_end", "")) or self.last
+            self.add(version, "meta", "the meta's thread end differs from the events")
+
+    def _compare_seals(self, meta: dict[str, str]) -> None:
+        seals = {_int(k[5:]): v for k, v in meta.items() if k.startswith("seal:")}
+        for version in sorted(v for v in seals.keys() | set(self.end_versions) if v is not None):
+            stored = seals.get(version)
+            computed = self.hashes.get(version)
+            if stored is None:
+                self.add(version, "seal", "the end at this version has no seal")
+            elif computed is None or version not in self.end_versions:
+                self.add(version, "seal", "a seal for a version with no end")
+            elif not self._sealed(version, computed, stored):
+                self.add(version, "seal", "the seal does not match the history it closes")
+            self.seals_checked += stored is not None
+        if None in seals:
+            self.add(self.last, "seal", "a seal field that names no version")
+
+    def _sealed(self, version: int, head: bytes, stored_hex: str) -> bool:
+        try:
+            stored = bytes.fromhex(stored_hex)
+        except ValueError:
+            return False
+        return seal_ok(self.seal_key, self.thread_id, version, head, stored)
+
+    def compare_index(self, raw: dict[bytes, bytes]) -> None:
+        stored = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
+        for field in stored.keys() | self.index.keys():
+            want, got = self.index.get(field), stored.get(field)
+            if field.startswith("e:") and got is not None and want is not None:
+                got = _batch_version(got, want)
+            if got != want:
+                version = _int(want or stored[field].partition(":")[0]) if field[:2] == "e:" else 0
+                self.add(version or self.last, "meta", f"the index differs at {field!r}")
 
 
-def check(
-    thread_id: str,
-    entries: Iterable[StoredEntry],
-    meta: dict[bytes, bytes],
-    ids: dict[str, int],
-    seal_key: bytes,
-) -> VerifyReport:
-    """Recompute the chain from `entries` and compare it with the seals, the meta and the index."""
-    walk = _Walk(thread_id)
-    for entry in entries:
-        walk.entry(entry)
-    _check_meta(walk, meta, ids)
-    checked = _check_seals(walk, meta, seal_key)
-    return VerifyReport(
-        thread_id=thread_id,
-        version=walk.last,
-        head=walk.hashes.get(walk.last, GENESIS),
-        seals_checked=checked,
-        problems=tuple(sorted(walk.problems, key=lambda p: p.version)),
-    )
+def _batch_version(value: str, want: str) -> str | None:
+    """The version in an index value `<version>:<first>:<last>`, if the value is consistent."""
+    parts = [int(p) for p in value.split(":") if p.isdigit()]
+    if len(parts) != 3:
+        return None
+    version, first, last = parts
+    return str(version) if first <= version <= last else None
 
 
-def _check_meta(walk: _Walk, meta: dict[bytes, bytes], ids: dict[str, int]) -> None:
-    head = parse_meta(meta)
-    if head.version > walk.last:
-        walk.add(walk.last + 1, "chain", f"versions {walk.last + 1}..{head.version} are missing")
-    elif head.version < walk.last:
-        walk.add(head.version + 1, "meta", f"the meta stops at version {head.version}")
-    elif head.hash != walk.hashes.get(walk.last, GENESIS):
-        walk.add(walk.last, "meta", "the meta head differs from the recomputed chain")
-    if head.ended != walk.ends:
-        version = _first_difference(head.ended, walk.ends)
-        walk.add(version, "meta", "the meta's ended leaves differ from the thread.ended events")
-    if head.thread_end != walk.thread_end:
-        version = min(v for v in (head.thread_end, walk.thread_end) if v is not None)
-        walk.add(version, "meta", "the meta's thread end differs from the events")
-    if ids != walk.ids:
-        walk.add(_first_difference(ids, walk.ids), "meta", "the event-id index differs")
-
-
-def _check_seals(walk: _Walk, meta: dict[bytes, bytes], key: bytes) -> int:
-    seals = parse_meta(meta).seals
-    for version in sorted(set(walk.ends.values()) | set(seals)):
-        stored = seals.get(version)
-        computed = walk.hashes.get(version)
-        if stored is None:
-            walk.add(version, "seal", "the end at this version has no seal")
-        elif computed is None or version not in walk.ends.values():
-            walk.add(version, "seal", "a seal for a version with no end")
-        elif not seal_ok(key, walk.thread_id, version, computed, stored):
-            walk.add(version, "seal", "the seal does not match the history it closes")
-    return len(seals)
-
-
-def _first_difference(stored: dict[str, int], derived: dict[str, int]) -> int:
-    keys = (stored.keys() ^ derived.keys()) | {k for k in stored if stored[k] != derived.get(k)}
-    return min((stored.get(k) or derived.get(k) or 0) for k in keys)
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None

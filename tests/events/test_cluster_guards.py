@@ -11,7 +11,7 @@ from events.chain import GENESIS
 from events.errors import EventStoreError
 from events.keys import Keyspace
 from events.schema import encode
-from events.store import SCRIPT, RedisEventStore
+from events.store import APPEND, RedisEventStore
 from tests.factories import started
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ async def test_the_client_refuses_a_script_call_across_slots(
     store: RedisEventStore, keys: Keyspace
 ) -> None:
     with pytest.raises(EventStoreError, match="hash to the same slot"):
-        await store.run_script(cross_slot_keys(keys), [b'["a", 0, []]', GENESIS, b""])
+        await store.run_script(cross_slot_keys(keys), [b'["a", 0, [], ""]', GENESIS, b""])
 
 
 async def test_the_server_refuses_a_script_call_across_slots_and_writes_nothing(
@@ -44,12 +44,12 @@ async def test_the_server_refuses_a_script_call_across_slots_and_writes_nothing(
     node = store.redis.get_node_from_key(wrong[0])  # type: ignore[union-attr]
     event = started("a")
     data = encode(event)
-    control = [[event.event_id, "thread.started", False, "", "", len(data)]]
-    args = [msgspec.json.encode(["a", 0, control]), GENESIS * 2, data]
+    control = [[event.event_id, "thread.started", False, "", "", "", "", "", len(data)]]
+    args = [msgspec.json.encode(["a", 0, control, ""]), GENESIS * 2, data]
     direct = redis.asyncio.Redis(host=node.host, port=node.port)
     try:
         with pytest.raises(ResponseError, match="hash to the same slot"):
-            await direct.eval(SCRIPT, len(wrong), *wrong, *args)
+            await direct.eval(APPEND.body, len(wrong), *wrong, *args)
     finally:
         await direct.aclose()
     assert await store.read("a") == []

@@ -44,7 +44,7 @@ async def test_with_no_url_an_embedded_redis_keeps_events_across_restarts(
 
     async with open_store(settings) as store:
         report = await store.verify(T)
-        assert (report.ok, report.version, report.seals_checked) == (True, 4, 1)
+        assert (report.ok, report.version, report.seals_checked) == (True, 4, 1), report
     assert (tmp_path / "data" / "appendonlydir").exists() or (
         tmp_path / "data" / "appendonly.aof"
     ).exists()

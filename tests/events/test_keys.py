@@ -38,7 +38,7 @@ def test_the_key_layout_is_as_documented() -> None:
     assert keys.append_keys("thread-1") == (
         "coda:{57}:stream:thread-1",
         "coda:{57}:meta:thread-1",
-        "coda:{57}:ids:thread-1",
+        "coda:{57}:index:thread-1",
         "coda:{57}:feed",
     )
     assert keys.config == "coda:config"

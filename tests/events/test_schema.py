@@ -17,6 +17,7 @@ from events.schema import (
     FeedbackGiven,
     MessageClassified,
     MessagePosted,
+    Placement,
     PolicyRef,
     ReplyCompleted,
     ReplyFailed,
@@ -26,10 +27,10 @@ from events.schema import (
     ThreadEnded,
     ThreadStarted,
     Usage,
-    attach_point,
     decode,
     encode,
     new_id,
+    placement,
     tag_of,
 )
 
@@ -186,16 +187,17 @@ def test_new_ids_are_uuid7_and_sort_by_creation() -> None:
 @pytest.mark.parametrize(
     ("tag", "expected"),
     [
-        ("message.posted", (True, None)),
-        ("reply.completed", (True, "m1")),
-        ("reply.failed", (True, "m1")),
-        ("branch.forked", (True, None)),
-        ("thread.ended", (False, None)),
-        ("feedback.given", (False, None)),
-        ("message.classified", (False, None)),
+        ("message.posted", Placement("", "m1", "u")),
+        ("reply.started", Placement("m1", "r1", "a")),
+        ("reply.completed", Placement("m1", "r1", "a")),
+        ("reply.failed", Placement("m1", "r1", "a")),
+        ("branch.forked", Placement("", "m1b", "", "m1")),
+        ("thread.ended", Placement("r3")),
+        ("feedback.given", Placement(None)),
+        ("message.classified", Placement(None)),
+        ("end.rejected", Placement(None)),
+        ("thread.started", Placement(None)),
     ],
 )
-def test_attach_point_names_the_parent_of_events_that_continue_a_branch(
-    tag: str, expected: tuple[bool, str | None]
-) -> None:
-    assert attach_point(EVENTS[tag]) == expected
+def test_placement_says_where_an_event_sits_in_the_tree(tag: str, expected: Placement) -> None:
+    assert placement(EVENTS[tag]) == expected

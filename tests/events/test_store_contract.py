@@ -18,7 +18,8 @@ from events.errors import (
 )
 from events.keys import Keyspace
 from events.schema import AnyEvent, encode, tag_of
-from events.store import SCRIPT_SHA, Redis, RedisEventStore
+from events.store import APPEND, Redis, RedisEventStore
+from tests.conftest import SEAL_KEY
 from tests.factories import (
     classified,
     ended,
@@ -43,7 +44,7 @@ async def snapshot(client: Redis, keys: Keyspace, thread: str) -> tuple[Any, ...
     return (
         await client.xrange(keys.stream(thread)),
         await client.xrange(keys.feed(keys.partition(thread))),
-        await client.hgetall(keys.ids(thread)),
+        await client.hgetall(keys.index(thread)),
         await client.hgetall(keys.meta(thread)),
     )
 
@@ -150,7 +151,9 @@ async def test_fifty_concurrent_appends_at_one_version_have_exactly_one_winner(
     assert all(isinstance(e, ConcurrencyError) for e in losers)
     assert {(e.expected, e.actual) for e in losers} == {(3, 5)}  # type: ignore[union-attr]
     after = await snapshot(client, keys, T)
-    assert [len(a) - len(b) for a, b in zip(after[:3], before[:3], strict=True)] == [2, 2, 2]
+    stream, feed, index = (len(a) - len(b) for a, b in zip(after[:3], before[:3], strict=True))
+    assert (stream, feed) == (2, 2)
+    assert index == 6  # two event ids, two messages, r1 and the new message have children
     assert int(after[3][b"version"]) == 5
 
 
@@ -204,17 +207,17 @@ async def test_the_script_itself_rejects_a_malformed_batch(
     before = await snapshot(client, keys, T)
 
     async def run(batch: list[list[object]], hashes: bytes, data: bytes = b"") -> list[bytes]:
-        control = msgspec.json.encode([T, 3, batch])
+        control = msgspec.json.encode([T, 3, batch, ""])
         reply: list[bytes] = await store.run_script(keys.append_keys(T), [control, hashes, data])
         return reply
 
     assert await run([], GENESIS) == [b"err", b"batch", b"a batch holds 1 to 64 events, not 0"]
-    too_many = [[f"e{i}", "feedback.given", False, "", "", 0] for i in range(65)]
+    too_many = [[f"e{i}", "feedback.given", False, "", "", "", "", "", 0] for i in range(65)]
     assert (await run(too_many, GENESIS * 66))[:2] == [b"err", b"batch"]
-    twice = [["e1", "feedback.given", False, "", "", 0]] * 2
+    twice = [["e1", "feedback.given", False, "", "", "", "", "", 0]] * 2
     reply = await run(twice, GENESIS * 3)
     assert reply == [b"err", b"batch", b"event id e1 appears twice in the batch"]
-    one = [["e1", "feedback.given", False, "", "", 4]]
+    one = [["e1", "feedback.given", False, "", "", "", "", "", 4]]
     assert (await run(one, GENESIS * 2, b"abc"))[:2] == [b"err", b"batch"]
     assert await snapshot(client, keys, T) == before
 
@@ -233,21 +236,48 @@ async def test_an_event_of_another_thread_is_rejected(store: RedisEventStore) ->
 # --- idempotency -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("resend_at", ["original", "stale", "current"])
+@pytest.mark.parametrize("resend_at", [0, 1, 3, 6], ids=lambda v: f"at-{v}")
+@pytest.mark.parametrize("which", ["first", "later"])
 async def test_resending_a_stored_batch_returns_the_original_result(
-    store: RedisEventStore, client: Redis, keys: Keyspace, resend_at: str
+    store: RedisEventStore, client: Redis, keys: Keyspace, resend_at: int, which: str
 ) -> None:
-    await opened(store)
-    batch = [posted(T, "m2", "r1"), replied(T, "r2", "m2")]
-    original = await store.append(T, batch, 3)
+    start = [started(T)]
+    first = await store.append(T, start, 0)
+    await store.append(T, [posted(T, "m1", None), replied(T, "r1", "m1")], 1)
+    later = [posted(T, "m2", "r1"), replied(T, "r2", "m2")]
+    original_later = await store.append(T, later, 3)
     await store.append(T, [feedback(T)], 5)
     before = await snapshot(client, keys, T)
+    batch, original = (start, first) if which == "first" else (later, original_later)
 
-    version = {"original": 3, "stale": 1, "current": 6}[resend_at]
-    again = await store.append(T, batch, version)
+    again = await store.append(T, batch, resend_at)
 
-    assert (again.first_version, again.last_version, again.head) == (4, 5, original.head)
+    assert (again.first_version, again.last_version, again.head) == (
+        original.first_version,
+        original.last_version,
+        original.head,
+    )
     assert again.replayed
+    assert await snapshot(client, keys, T) == before
+
+
+@pytest.mark.parametrize(
+    "resend",
+    [
+        pytest.param(lambda a, b: [b], id="part-of-a-batch"),
+        pytest.param(lambda a, b: [a, b], id="two-batches-as-one"),
+    ],
+)
+async def test_a_resend_that_is_not_a_stored_batch_is_rejected(
+    store: RedisEventStore, client: Redis, keys: Keyspace, resend: Any
+) -> None:
+    await opened(store)
+    m2, r2 = posted(T, "m2", "r1"), replied(T, "r2", "m2")
+    await store.append(T, [m2], 3)
+    await store.append(T, [r2, feedback(T)], 4)
+    before = await snapshot(client, keys, T)
+    with pytest.raises(IdempotencyError, match="not as this batch"):
+        await store.append(T, resend(m2, r2), 6)
     assert await snapshot(client, keys, T) == before
 
 
@@ -277,20 +307,6 @@ async def test_the_same_event_id_in_two_threads_is_fine(store: RedisEventStore) 
     await store.append("a", [event], 3)
     result = await store.append("b", [twin], 3)
     assert (result.first_version, result.replayed) == (4, False)
-
-
-async def test_a_retry_after_a_lost_reply_leaves_one_copy(
-    store: RedisEventStore, client: Redis, keys: Keyspace
-) -> None:
-    await opened(store)
-    batch = [posted(T, "m2", "r1"), replied(T, "r2", "m2")]
-    first = await store.append(T, batch, 3)  # its reply "lost": the caller retries blind
-
-    retry = await store.append(T, batch, 3)
-
-    assert (retry.first_version, retry.last_version, retry.head) == (4, 5, first.head)
-    stream, feed, ids, meta = await snapshot(client, keys, T)
-    assert (len(stream), len(feed), len(ids), int(meta[b"version"])) == (5, 5, 5, 5)
 
 
 # --- the ended lock ----------------------------------------------------------------------
@@ -367,30 +383,61 @@ async def test_a_thread_scope_end_rejects_forks_too(store: RedisEventStore) -> N
     assert (await store.append(T, [feedback(T)], end_version)).last_version == end_version + 1
 
 
-async def test_a_thread_scope_end_may_follow_a_branch_end(store: RedisEventStore) -> None:
-    end_version = await ended_at_r2(store)
-    result = await store.append(T, [ended(T, "r1", "thread")], end_version)
-    assert (await store.head(T)).thread_end == result.last_version
-
-
-async def test_terminate_and_append_racing_at_one_version_have_one_winner(
-    store: RedisEventStore,
+@pytest.mark.parametrize("leaf", ["r2", "r1"], ids=["the-ended-leaf", "an-earlier-message"])
+async def test_a_thread_scope_end_may_follow_a_branch_end(
+    store: RedisEventStore, leaf: str
 ) -> None:
-    for round_ in range(10):
-        thread = f"race-{round_}"
-        version = await opened(store, thread)
-        end = store.append(thread, [ended(thread, "r1")], version)
-        more = store.append(thread, [posted(thread, "m2", "r1")], version)
-        results = await asyncio.gather(end, more, return_exceptions=True)
+    end_version = await ended_at_r2(store)
+    result = await store.append(T, [ended(T, leaf, "thread")], end_version)
+    head = await store.head(T)
+    assert head.thread_end == result.last_version
+    assert head.ended["r2"] == end_version
+    assert (await store.verify(T)).ok
 
+
+@pytest.mark.parametrize("first", ["end", "message"])
+async def test_terminate_and_append_at_one_version_have_one_winner(
+    store: RedisEventStore, first: str
+) -> None:
+    version = await opened(store)
+    end, message = [ended(T, "r1")], [posted(T, "m2", "r1")]
+
+    if first == "end":
+        await store.append(T, end, version)
+        with pytest.raises(ThreadEndedError):
+            await store.append(T, message, version)
+    else:
+        await store.append(T, message, version)
+        with pytest.raises(ConcurrencyError):
+            await store.append(T, end, version)
+    assert len(await store.read(T)) == version + 1
+
+
+async def test_terminate_and_append_racing_from_two_stores_never_continue_the_end(
+    client: Redis, keys: Keyspace
+) -> None:
+    """Two stores (two processes' worth of head caches) race; each round has one winner."""
+    ends, messages = (
+        RedisEventStore(client, keys, SEAL_KEY),
+        RedisEventStore(client, keys, SEAL_KEY),
+    )
+    winners = set()
+    for round_ in range(20):
+        thread = f"race-{round_}"
+        version = await opened(ends, thread)
+        results = await asyncio.gather(
+            ends.append(thread, [ended(thread, "r1")], version),
+            messages.append(thread, [posted(thread, "m2", "r1")], version),
+            return_exceptions=True,
+        )
         assert sum(not isinstance(r, BaseException) for r in results) == 1
-        events = [e.event for e in await store.read(thread)]
-        tags = [tag_of(e) for e in events]
-        if "thread.ended" in tags:
+        tags = [tag_of(e.event) for e in await ends.read(thread)]
+        if tags[-1] == "thread.ended":
             assert isinstance(results[1], ThreadEndedError)
-            assert tags[-1] == "thread.ended"
         else:
+            assert tags[-1] == "message.posted"
             assert isinstance(results[0], ConcurrencyError)
+        assert (await ends.verify(thread)).ok
 
 
 # --- meta and scripts --------------------------------------------------------------------
@@ -413,7 +460,7 @@ async def test_the_meta_equals_what_the_events_say(store: RedisEventStore) -> No
 async def test_append_works_after_script_flush(store: RedisEventStore, client: Redis) -> None:
     await opened(store)
     await client.script_flush()
-    assert await client.script_exists(SCRIPT_SHA) == [False]
+    assert await client.script_exists(APPEND.sha) == [False]
 
     result = await store.append(T, [posted(T, "m2", "r1")], 3)
     assert result.last_version == 4

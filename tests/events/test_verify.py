@@ -219,7 +219,7 @@ async def test_an_event_written_below_an_ended_leaf_is_caught(
         keys.stream(T), {"type": "message.posted", "data": data, "hash": h}, id="10-0"
     )
     await client.hset(keys.meta(T), mapping={"version": 10, "head": h})
-    await client.hset(keys.ids(T), sneaked.event_id, 10)
+    await client.hset(keys.index(T), f"e:{sneaked.event_id}", "10:10:10")
 
     report = await store.verify(T)
 
@@ -232,6 +232,6 @@ async def test_a_tampered_event_index_is_caught(
 ) -> None:
     await build(store)
     first_id = (await store.read(T, limit=1))[0].event.event_id
-    await client.hdel(keys.ids(T), first_id)
+    await client.hdel(keys.index(T), f"e:{first_id}")
     report = await store.verify(T)
     assert (report.first_bad_version, report.meta_ok) == (1, False)
