@@ -421,7 +421,6 @@ async def test_terminate_and_append_racing_from_two_stores_never_continue_the_en
         RedisEventStore(client, keys, SEAL_KEY),
         RedisEventStore(client, keys, SEAL_KEY),
     )
-    winners = set()
     for round_ in range(20):
         thread = f"race-{round_}"
         version = await opened(ends, thread)
