@@ -266,10 +266,11 @@ for i = 1, n do
   local res = redis.pcall(
     'XADD', KEYS[1], string.format('%d-0', v), 'type', tag, 'data', stored[i], 'hash', hash(i))
   if type(res) == 'table' and res.err then
-    if i == 1 and string.find(res.err, 'equal or smaller', 1, true) then
+    local err = tostring(res.err)
+    if i == 1 and string.find(err, 'equal or smaller', 1, true) then
       return fail('chain', version, 'the stream is ahead of the meta at version ' .. version)
     end
-    return redis.error_reply(res.err)
+    return redis.error_reply(err)
   end
   redis.call('XADD', KEYS[4], '*', 'thread', thread_id, 'version', v, 'type', tag, 'data', stored[i])
   index_fields[#index_fields + 1] = 'e:' .. id

@@ -11,8 +11,9 @@ import redis
 
 from events.connect import RedisSettings, check_node, client_for, open_store
 from events.embedded import EmbeddedRedis
-from events.errors import StoreConfigError, StoreUnavailableError
+from events.errors import EventStoreError, StoreConfigError, StoreUnavailableError
 from events.keys import Keyspace
+from events.schema import new_id
 from events.store import RedisEventStore
 from tests.factories import ended, posted, replied, started
 
@@ -83,15 +84,37 @@ async def test_a_different_partition_count_is_refused(
 
 
 async def test_a_cluster_url_connects_to_every_primary(cluster_url: str, tmp_path: Path) -> None:
-    prefix = "connect-test"
+    prefix = f"connect-test-{new_id()}"
     settings = RedisSettings(url=cluster_url, data_dir=tmp_path, prefix=prefix)
     async with open_store(settings) as store:
-        assert type(store.redis).__name__ == "RedisCluster"
-        for i in range(20):  # threads on every node
-            await store.append(f"c{i}", [started(f"c{i}")], 0)
-            assert (await store.verify(f"c{i}")).ok
-        async for key in store.redis.scan_iter(match=f"{prefix}:*"):
-            await store.redis.delete(key)
+        try:
+            nodes = set()
+            for i in range(20):  # threads on every node
+                thread = f"c{i}"
+                await store.append(thread, [started(thread)], 0)
+                assert (await store.verify(thread)).ok
+                node = store.redis.get_node_from_key(store.keys.stream(thread))  # type: ignore[union-attr]
+                nodes.add(node.name)
+            assert len(nodes) == 3
+        finally:
+            async for key in store.redis.scan_iter(match=f"{prefix}:*"):
+                await store.redis.delete(key)
+
+
+async def test_a_redis_out_of_memory_refuses_the_append_and_writes_nothing(
+    private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = RedisSettings(url=private_redis.url, data_dir=tmp_path)
+    async with open_store(settings) as store:
+        await store.append(T, [started(T)], 0)
+        config_set(private_redis, "maxmemory", "1")
+        try:
+            with pytest.raises(EventStoreError, match="OOM"):
+                await store.append(T, [posted(T, "m1", None)], 1)
+        finally:
+            config_set(private_redis, "maxmemory", "0")
+        assert [e.version for e in await store.read(T)] == [1]
+        assert (await store.verify(T)).ok
 
 
 def test_settings_come_from_the_environment() -> None:

@@ -10,7 +10,7 @@ from msgspec.structs import replace
 from events.chain import chain_hash
 from events.keys import Keyspace
 from events.records import StoredEntry
-from events.schema import MessagePosted, decode, encode
+from events.schema import FeedbackGiven, MessagePosted, decode, encode
 from events.store import Redis, RedisEventStore
 from tests.factories import ended, feedback, forked, posted, replied, started
 
@@ -235,3 +235,53 @@ async def test_a_tampered_event_index_is_caught(
     await client.hdel(keys.index(T), f"e:{first_id}")
     report = await store.verify(T)
     assert (report.first_bad_version, report.meta_ok) == (1, False)
+
+
+GARBAGE = [
+    pytest.param("meta", "version", "4x", id="meta-version"),
+    pytest.param("meta", "seal:abc", "00", id="seal-name"),
+    pytest.param("meta", "end:r2", "six", id="end-version"),
+    pytest.param("meta", "head_seal", "zz", id="head-seal"),
+    pytest.param("index", "e:nobody", "notanint", id="index-value"),
+]
+
+
+@pytest.mark.parametrize(("where", "field", "value"), GARBAGE)
+async def test_garbage_in_the_meta_or_index_is_reported_not_raised(
+    store: RedisEventStore, client: Redis, keys: Keyspace, where: str, field: str, value: str
+) -> None:
+    await build(store)
+    key = keys.meta(T) if where == "meta" else keys.index(T)
+    await client.hset(key, field, value)
+
+    report = await store.verify(T)
+
+    assert not report.ok
+    assert report.first_bad_version is not None
+
+
+async def test_a_rewrite_after_a_thread_end_is_caught_by_the_head_seal(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    """After a thread-wide end only feedback may follow; rewriting it and re-chaining the
+    head leaves every end seal valid, but not the seal of the head."""
+    await build(store)
+    await store.append(T, [ended(T, "m2b", "thread"), feedback(T, "m2b")], 9)
+
+    def rewrite_feedback(entries: Entries) -> Entries:
+        out, prev = entries[:-1], entries[-2].hash
+        last = entries[-1]
+        event = decode(last.data)
+        assert isinstance(event, FeedbackGiven)
+        data = encode(replace(event, comment="all fine, actually"))
+        h = chain_hash(prev, T, 11, last.type, data)
+        return [*out, StoredEntry(entry_id=last.entry_id, type=last.type, data=data, hash=h)]
+
+    await rewrite_stream(client, keys, rewrite_feedback)
+    new_head = (await client.xrevrange(keys.stream(T), count=1))[0][1][b"hash"]
+    await client.hset(keys.meta(T), "head", new_head)
+
+    report = await store.verify(T)
+
+    assert (report.chain_ok, report.meta_ok, report.seal_ok) == (True, True, False)
+    assert report.first_bad_version == 11
