@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import struct
 from pathlib import Path
 from typing import Final
 
@@ -23,21 +24,62 @@ GENESIS: Final = bytes(32)
 SEAL_KEY_ENV: Final = "CODA_SEAL_KEY"
 SEAL_KEY_FILE: Final = "seal.key"
 MIN_SEAL_KEY_BYTES: Final = 32
+_u32: Final = struct.Struct(">I").pack
+_VERSION_LEN: Final = _u32(8)
 
 
 def chain_hash(prev: bytes, thread_id: str, version: int, tag: str, data: bytes) -> bytes:
-    return hashlib.sha256(
-        _lp(prev, thread_id.encode(), version.to_bytes(8, "big"), tag.encode(), data)
-    ).digest()
+    t, g = thread_id.encode(), tag.encode()
+    # lp() spelled out: this runs for every event appended or verified.
+    fields = (
+        _u32(len(prev)),
+        prev,
+        _u32(len(t)),
+        t,
+        _VERSION_LEN,
+        version.to_bytes(8, "big"),
+        _u32(len(g)),
+        g,
+        _u32(len(data)),
+        data,
+    )
+    return hashlib.sha256(b"".join(fields)).digest()
+
+
+class Sealer:
+    """HMAC-SHA256 under one key, with the key's pads hashed once (RFC 2104).
+
+    Every append seals its head: keeping the keyed inner and outer states, and copying them,
+    costs a third of what `hmac.digest` spends setting the key up on each call.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def seal(self, thread_id: str, version: int, head: bytes) -> bytes:
+        t = thread_id.encode()
+        message = (_u32(len(t)), t, _VERSION_LEN, version.to_bytes(8, "big"), _u32(len(head)), head)
+        inner = self._inner.copy()
+        inner.update(b"".join(message))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def ok(self, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
+        return hmac.compare_digest(self.seal(thread_id, version, head), stored)
 
 
 def seal(key: bytes, thread_id: str, version: int, head: bytes) -> bytes:
-    message = _lp(thread_id.encode(), version.to_bytes(8, "big"), head)
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return Sealer(key).seal(thread_id, version, head)
 
 
 def seal_ok(key: bytes, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
-    return hmac.compare_digest(seal(key, thread_id, version, head), stored)
+    return Sealer(key).ok(thread_id, version, head, stored)
 
 
 def load_seal_key(data_dir: Path) -> bytes:
@@ -68,11 +110,6 @@ def load_seal_key(data_dir: Path) -> bytes:
     finally:
         tmp.unlink()
     return _read_key_file(path)
-
-
-def _lp(*parts: bytes) -> bytes:
-    """Each part prefixed with its length (4 bytes, big-endian), all joined."""
-    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
 
 
 def _read_key_file(path: Path) -> bytes:

@@ -14,7 +14,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.exceptions import NoScriptError
 
-from events.chain import GENESIS, chain_hash, seal
+from events.chain import GENESIS, Sealer, chain_hash
 from events.errors import (
     ChainError,
     ConcurrencyError,
@@ -74,6 +74,7 @@ class RedisEventStore:
         self.redis = client
         self.keys = keys
         self._seal_key = seal_key
+        self._sealer = Sealer(seal_key)
         self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._head_cache_size = head_cache_size
         self._append_keys = functools.lru_cache(maxsize=head_cache_size)(self._encoded_keys)
@@ -216,7 +217,7 @@ class RedisEventStore:
             guard, message, role, edited = placement(event)
             scope = sealed = ""
             if isinstance(event, ThreadEnded):
-                scope, sealed = event.scope, seal(self._seal_key, thread_id, version, head).hex()
+                scope, sealed = event.scope, self._sealer.seal(thread_id, version, head).hex()
             control.append(
                 (
                     event.event_id,
@@ -232,7 +233,7 @@ class RedisEventStore:
             )
             hashes.append(head)
             stored.append(data)
-        head_seal = seal(self._seal_key, thread_id, expected + len(events), head).hex()
+        head_seal = self._sealer.seal(thread_id, expected + len(events), head).hex()
         return (
             _json.encode((thread_id, expected, control, head_seal)),
             b"".join(hashes),

@@ -11,7 +11,7 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from events.chain import GENESIS, chain_hash, seal_ok
+from events.chain import GENESIS, Sealer, chain_hash
 from events.records import StoredEntry
 from events.schema import AnyEvent, ThreadEnded, decode, placement, tag_of
 
@@ -90,7 +90,7 @@ class _Walk:
 
     def __init__(self, thread_id: str, seal_key: bytes) -> None:
         self.thread_id = thread_id
-        self.seal_key = seal_key
+        self.sealer = Sealer(seal_key)
         self.problems: list[Problem] = []
         self.hashes: dict[int, bytes] = {}
         self.ends: dict[str, int] = {}
@@ -221,7 +221,7 @@ class _Walk:
             stored = bytes.fromhex(stored_hex)
         except ValueError:
             return False
-        return seal_ok(self.seal_key, self.thread_id, version, head, stored)
+        return self.sealer.ok(self.thread_id, version, head, stored)
 
     def compare_index(self, raw: dict[bytes, bytes]) -> None:
         stored = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from events.chain import GENESIS, chain_hash, load_seal_key, seal, seal_ok
+from events.chain import GENESIS, Sealer, chain_hash, load_seal_key, seal, seal_ok
 from events.errors import StoreConfigError
 
 
@@ -74,3 +74,10 @@ def test_a_short_seal_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CODA_SEAL_KEY", "short")
     with pytest.raises(StoreConfigError, match="at least 32"):
         load_seal_key(tmp_path)
+
+
+@pytest.mark.parametrize("size", [1, 32, 64, 65, 200])
+def test_the_sealer_is_hmac_sha256_for_any_key_length(size: int) -> None:
+    key = bytes(range(256))[:size] * 1
+    message = lp(b"t1") + lp((6).to_bytes(8, "big")) + lp(b"\x05" * 32)
+    assert Sealer(key).seal("t1", 6, b"\x05" * 32) == hmac.digest(key, message, "sha256")
