@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any, Final, NamedTuple, TypeAlias, cast
@@ -75,7 +74,7 @@ class RedisEventStore:
         self.keys = keys
         self._seal_key = seal_key
         self._sealer = Sealer(seal_key)
-        self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._heads: dict[str, tuple[int, bytes]] = {}
         self._head_cache_size = head_cache_size
         self._append_keys = functools.lru_cache(maxsize=head_cache_size)(self._encoded_keys)
 
@@ -114,11 +113,12 @@ class RedisEventStore:
         self, keys: Sequence[str | bytes], args: Sequence[bytes], script: Script = APPEND
     ) -> Any:
         """EVALSHA a script, sending it again if Redis lost it (a restart, SCRIPT FLUSH)."""
+        run = self.redis.execute_command  # the cluster client routes EVALSHA by its keys
         with redis_errors():
             try:
-                return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+                return await run("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                return await self.redis.eval(script.body, len(keys), *keys, *args)
+                return await run("EVAL", script.body, len(keys), *keys, *args)
 
     async def read(
         self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE
@@ -241,14 +241,11 @@ class RedisEventStore:
         )
 
     def _cached_hash(self, thread_id: str, version: int) -> bytes | None:
-        """The chain hash at `version` if known here: history never changes, so it stays valid."""
+        """The chain hash at `version`, if it is the last head this store wrote or read."""
         if version == 0:
             return GENESIS
         cached = self._heads.get(thread_id)
-        if cached is not None and cached[0] == version:
-            self._heads.move_to_end(thread_id)
-            return cached[1]
-        return None
+        return cached[1] if cached is not None and cached[0] == version else None
 
     async def _stored_hash(self, thread_id: str, version: int) -> bytes:
         """The chain hash at `version`, read from the stream."""
@@ -262,10 +259,9 @@ class RedisEventStore:
         return tuple(key.encode() for key in self.keys.append_keys(thread_id))
 
     def _remember_head(self, thread_id: str, version: int, head: bytes) -> None:
+        if thread_id not in self._heads and len(self._heads) >= self._head_cache_size:
+            del self._heads[next(iter(self._heads))]  # the longest known: first in, first out
         self._heads[thread_id] = (version, head)
-        self._heads.move_to_end(thread_id)
-        if len(self._heads) > self._head_cache_size:
-            self._heads.popitem(last=False)
 
     async def _xrange(
         self, key: str, start: str, count: int, *, end: str = "+"
