@@ -17,7 +17,7 @@
 --
 -- The index holds e:<event id> -> '<version>:<first>:<last>' (the batch it came in),
 -- m:<message id> -> role .. parent ('' = the root), c:<message id> -> 1 once a message has
--- anything below it. The meta holds version, head, head_seal, end:<leaf> -> version,
+-- anything below it ('c:' for the root), f:<reply id> -> 1 once its generation is over. The meta holds version, head, head_seal, end:<leaf> -> version,
 -- thread_end -> version, seal:<version> -> seal of an end.
 --
 -- Reply: {'ok', first version, last version, head hash, replayed 0/1}
@@ -73,12 +73,17 @@ for i = 1, n do
 end
 for i = 1, n do
   local guard, message, edited = batch[i][3], batch[i][4], batch[i][6]
+  if guard then
+    fields[#fields + 1] = 'c:' .. guard
+  end
   if guard and guard ~= '' then
     fields[#fields + 1] = 'm:' .. guard
-    fields[#fields + 1] = 'c:' .. guard
   end
   if message ~= '' then
     fields[#fields + 1] = 'm:' .. message
+  end
+  if batch[i][5] == 'a' then
+    fields[#fields + 1] = 'f:' .. message
   end
   if edited ~= '' then
     fields[#fields + 1] = 'm:' .. edited
@@ -99,14 +104,15 @@ for i = 1, n do
   end
 end
 if present == n then
-  local _, first, last = string.match(values[1], '^(%d+):(%d+):(%d+)$')
-  first, last = tonumber(first), tonumber(last)
-  if last - first + 1 ~= n then
-    return fail('idempotency', 'the events were stored, but not as this batch', batch[1][1])
-  end
+  local first, last = nil, nil
   for i = 1, n do
     local v, f, l = string.match(values[i], '^(%d+):(%d+):(%d+)$')
-    if tonumber(v) ~= first + i - 1 or tonumber(f) ~= first or tonumber(l) ~= last then
+    if not v then
+      return fail('chain', 0, 'the index entry of ' .. batch[i][1] .. ' is unreadable')
+    end
+    first, last = first or tonumber(f), last or tonumber(l)
+    if tonumber(v) ~= first + i - 1 or tonumber(f) ~= first or tonumber(l) ~= last
+        or last - first + 1 ~= n then
       return fail('idempotency', 'the events were stored, but not as this batch', batch[i][1])
     end
   end
@@ -153,8 +159,14 @@ for i = 1, n do
     ending[guard] = true
     thread_ending = thread_ending or scope == 'thread'
   elseif guard then
-    if thread_ending or ending[guard] or (message ~= '' and ending[message]) then
+    if thread_ending or ending[guard] or (batch[i][5] == 'a' and ending[message]) then
       return fail('batch', 'event ' .. id .. ' follows an end in the same batch')
+    end
+  end
+  if tag == 'branch.forked' then
+    local post = batch[i + 1]
+    if not post or post[2] ~= 'message.posted' or post[4] ~= message or post[3] ~= guard then
+      return fail('batch', 'a branch.forked is followed by the message.posted of ' .. message)
     end
   end
 end
@@ -163,23 +175,26 @@ end
 -- One HMGET reads the version, the head, the thread-wide end and every end the batch touches.
 local wanted = {'version', 'head', 'thread_end'}
 for i = 1, n do
-  local guard, message = batch[i][3], batch[i][4]
+  local guard, message, role = batch[i][3], batch[i][4], batch[i][5]
   if guard and guard ~= '' then
     wanted[#wanted + 1] = 'end:' .. guard
   end
-  if message ~= '' then
+  if role == 'a' then
     wanted[#wanted + 1] = 'end:' .. message
   end
 end
 local got = redis.call('HMGET', KEYS[2], unpack(wanted))
 local meta = {}
 for i = 1, #wanted do
+  if got[i] and wanted[i] ~= 'head' and not string.match(got[i], '^%d+$') then
+    return fail('chain', 0, 'the meta field ' .. wanted[i] .. ' is not a number')
+  end
   meta[wanted[i]] = got[i]
 end
 local version = tonumber(meta['version'] or '0')
 local thread_end = meta['thread_end'] and tonumber(meta['thread_end'])
 for i = 1, n do
-  local tag, guard, message, scope = batch[i][2], batch[i][3], batch[i][4], batch[i][7]
+  local tag, guard, message, role, scope = batch[i][2], batch[i][3], batch[i][4], batch[i][5], batch[i][7]
   if guard then
     if thread_end then
       return fail('ended', thread_end, '')
@@ -189,7 +204,8 @@ for i = 1, n do
     if guard ~= '' and meta['end:' .. guard] and not leaf_ok then
       return fail('ended', tonumber(meta['end:' .. guard]), guard)
     end
-    if message ~= '' and meta['end:' .. message] then
+    -- A generation ended while in flight cannot go on.
+    if role == 'a' and meta['end:' .. message] then
       return fail('ended', tonumber(meta['end:' .. message]), message)
     end
   end
@@ -205,8 +221,9 @@ if string.sub(ARGV[2], 1, 32) ~= (meta['head'] or GENESIS) then
   return fail('chain', version, 'the batch does not continue the stored head hash')
 end
 
--- 7. The message tree: parents exist, ids are new, an end names the tip of a branch.
-local added, below = {}, {}
+-- 7. The message tree: parents exist and have the right role, ids are new, a generation ends
+-- once, an end names the tip of a branch.
+local added, below, finished = {}, {}, {}
 local function message_of(id)
   return added[id] or index['m:' .. id]
 end
@@ -224,31 +241,58 @@ for i = 1, n do
       return fail('batch', 'the end names ' .. guard .. ', which is not the tip of a branch')
     end
   elseif guard then
-    if guard ~= '' and not message_of(guard) then
-      return fail('batch', guard .. ' is not a message of this thread')
+    if guard ~= '' then
+      local parent = message_of(guard)
+      if not parent then
+        return fail('batch', guard .. ' is not a message of this thread')
+      end
+      local wants = role == 'a' and 'u' or 'a'
+      if string.sub(parent, 1, 1) ~= wants then
+        local kind = role == 'a' and 'a reply answers a user message' or
+          'a user message hangs below a reply or the root'
+        return fail('batch', kind .. ', and ' .. guard .. ' is not one')
+      end
     end
-    if edited ~= '' then
+    local existing = message_of(message)
+    if tag == 'branch.forked' then
       local original = message_of(edited)
-      if not original then
-        return fail('batch', 'the edited message ' .. edited .. ' is not a message of this thread')
+      if not original or string.sub(original, 1, 1) ~= 'u' then
+        return fail('batch', 'the edited message ' .. edited .. ' is not a user message here')
       end
       if string.sub(original, 2) ~= guard then
         return fail('batch', 'the edited message ' .. edited .. ' does not hang below ' .. guard)
       end
-    end
-    local existing = message_of(message)
-    if role == 'a' and existing then
-      if existing ~= 'a' .. guard then
+      if existing then
+        return fail('batch', 'message id ' .. message .. ' is taken')
+      end
+    elseif role == 'u' then
+      if existing then
+        return fail('batch', 'message id ' .. message .. ' is taken')
+      end
+      -- A second user message below the same parent is an edit, and an edit is recorded.
+      local forked = i > 1 and batch[i - 1][2] == 'branch.forked' and batch[i - 1][4] == message
+      if has_children(guard) and not forked then
+        local where = guard == '' and 'the root' or guard
+        return fail('batch', where .. ' has a message below it: a new one is an edit, '
+          .. 'sent as branch.forked then message.posted')
+      end
+      added[message] = 'u' .. guard
+    elseif tag == 'reply.started' then
+      if existing then
+        return fail('batch', 'message id ' .. message .. ' is taken')
+      end
+      added[message] = 'a' .. guard
+    else
+      if existing and existing ~= 'a' .. guard then
         return fail('batch', message .. ' is a message of this thread, not a reply to ' .. guard)
       end
-    elseif existing then
-      return fail('batch', 'message id ' .. message .. ' is taken')
-    elseif role ~= '' then
-      added[message] = role .. guard
+      if finished[message] or index['f:' .. message] then
+        return fail('batch', 'the generation of ' .. message .. ' is over')
+      end
+      added[message] = existing or ('a' .. guard)
+      finished[message] = true
     end
-    if guard ~= '' then
-      below[guard] = below[guard] or 'new'
-    end
+    below[guard] = true
   end
 end
 
@@ -276,7 +320,9 @@ for i = 1, n do
   index_fields[#index_fields + 1] = 'e:' .. id
   index_fields[#index_fields + 1] = string.format('%d:%d:%d', v, expected + 1, last)
   if tag == ENDED then
+    -- A leaf keeps the version of its first end (a thread-wide end may follow a branch end).
     if not meta['end:' .. guard] then
+      meta['end:' .. guard] = v
       meta_fields[#meta_fields + 1] = 'end:' .. guard
       meta_fields[#meta_fields + 1] = v
     end
@@ -289,8 +335,14 @@ for i = 1, n do
   end
 end
 for id, value in pairs(added) do
-  index_fields[#index_fields + 1] = 'm:' .. id
-  index_fields[#index_fields + 1] = value
+  if not index['m:' .. id] then
+    index_fields[#index_fields + 1] = 'm:' .. id
+    index_fields[#index_fields + 1] = value
+  end
+end
+for id, _ in pairs(finished) do
+  index_fields[#index_fields + 1] = 'f:' .. id
+  index_fields[#index_fields + 1] = 1
 end
 for id, _ in pairs(below) do
   if not index['c:' .. id] then

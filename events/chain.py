@@ -1,11 +1,13 @@
-"""The per-thread hash chain and the seal of ended threads.
+"""The per-thread hash chain, and the seals of ends and heads.
 
-    hash(v) = SHA-256( lp(hash(v-1)) lp(thread_id) lp(u64be(v)) lp(tag) lp(stored bytes) )
-    seal(v) = HMAC-SHA256( key, lp(thread_id) lp(u64be(v)) lp(hash(v)) )
+    hash(v)       = SHA-256( lp(hash(v-1)) lp(thread_id) lp(u64be(v)) lp(tag) lp(stored bytes) )
+    seal(kind, v) = HMAC-SHA256( key, lp(kind) lp(thread_id) lp(u64be(v)) lp(hash(v)) )
 
 `lp(x)` is x prefixed with its length as a 4-byte big-endian integer, so no two field lists
-hash alike; hash(0) is 32 zero bytes. The seal key never enters Redis: without it nobody can
-rewrite an ended thread's history and re-seal it.
+hash alike; hash(0) is 32 zero bytes. `kind` is "end" for the seal of a thread.ended and "head"
+for the seal of the head after an append: an end's seal can never pass for a head's, so the
+seals left in the meta cannot vouch for a thread cut back to an end. The seal key never
+enters Redis: without it nobody can rewrite a history and re-seal it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import secrets
 import struct
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from events.errors import StoreConfigError
 
@@ -26,6 +28,8 @@ SEAL_KEY_FILE: Final = "seal.key"
 MIN_SEAL_KEY_BYTES: Final = 32
 _u32: Final = struct.Struct(">I").pack
 _VERSION_LEN: Final = _u32(8)
+SealKind: TypeAlias = Literal["end", "head"]
+_KINDS: Final = {kind: _u32(len(kind)) + kind.encode() for kind in ("end", "head")}
 
 
 def chain_hash(prev: bytes, thread_id: str, version: int, tag: str, data: bytes) -> bytes:
@@ -61,25 +65,22 @@ class Sealer:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
-    def seal(self, thread_id: str, version: int, head: bytes) -> bytes:
+    def seal(self, kind: SealKind, thread_id: str, version: int, head: bytes) -> bytes:
         t = thread_id.encode()
-        message = (_u32(len(t)), t, _VERSION_LEN, version.to_bytes(8, "big"), _u32(len(head)), head)
         inner = self._inner.copy()
-        inner.update(b"".join(message))
+        inner.update(_KINDS[kind])
+        inner.update(b"".join((_u32(len(t)), t, _VERSION_LEN, version.to_bytes(8, "big"))))
+        inner.update(_u32(len(head)) + head)
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
 
-    def ok(self, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
-        return hmac.compare_digest(self.seal(thread_id, version, head), stored)
+    def ok(self, kind: SealKind, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
+        return hmac.compare_digest(self.seal(kind, thread_id, version, head), stored)
 
 
-def seal(key: bytes, thread_id: str, version: int, head: bytes) -> bytes:
-    return Sealer(key).seal(thread_id, version, head)
-
-
-def seal_ok(key: bytes, thread_id: str, version: int, head: bytes, stored: bytes) -> bool:
-    return Sealer(key).ok(thread_id, version, head, stored)
+def seal(key: bytes, kind: SealKind, thread_id: str, version: int, head: bytes) -> bytes:
+    return Sealer(key).seal(kind, thread_id, version, head)
 
 
 def load_seal_key(data_dir: Path) -> bytes:

@@ -217,7 +217,10 @@ class RedisEventStore:
             guard, message, role, edited = placement(event)
             scope = sealed = ""
             if isinstance(event, ThreadEnded):
-                scope, sealed = event.scope, self._sealer.seal(thread_id, version, head).hex()
+                scope, sealed = (
+                    event.scope,
+                    self._sealer.seal("end", thread_id, version, head).hex(),
+                )
             control.append(
                 (
                     event.event_id,
@@ -233,7 +236,7 @@ class RedisEventStore:
             )
             hashes.append(head)
             stored.append(data)
-        head_seal = self._sealer.seal(thread_id, expected + len(events), head).hex()
+        head_seal = self._sealer.seal("head", thread_id, expected + len(events), head).hex()
         return (
             _json.encode((thread_id, expected, control, head_seal)),
             b"".join(hashes),

@@ -11,9 +11,9 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from events.chain import GENESIS, Sealer, chain_hash
+from events.chain import GENESIS, Sealer, SealKind, chain_hash
 from events.records import StoredEntry
-from events.schema import AnyEvent, ThreadEnded, decode, placement, tag_of
+from events.schema import AnyEvent, ReplyStarted, ThreadEnded, decode, placement, tag_of
 
 Area: TypeAlias = Literal["chain", "seal", "meta"]
 
@@ -143,19 +143,25 @@ class _Walk:
     def _attach(self, v: int, event: AnyEvent) -> None:
         guard, message, role, _ = placement(event)
         assert guard is not None
-        for blocked in (guard, message):
+        for blocked in (guard, message if role == "a" else ""):
             if self.thread_end is not None:
                 self.add(v, "chain", f"the event follows the thread's end at {self.thread_end}")
                 break
             if blocked and blocked in self.ends:
                 self.add(v, "chain", f"the event continues a branch ended at {self.ends[blocked]}")
                 break
-        if guard and f"m:{guard}" not in self.index:
+        parent = self.index.get(f"m:{guard}") if guard else None
+        if guard and parent is None:
             self.add(v, "chain", f"the event hangs below {guard!r}, not a message here")
-        if guard:
-            self.index[f"c:{guard}"] = "1"
+        elif parent is not None and parent[:1] == role:
+            self.add(v, "chain", f"the event hangs below {guard!r}, a message of the same role")
+        self.index[f"c:{guard}"] = "1"
         if role and f"m:{message}" not in self.index:
             self.index[f"m:{message}"] = role + guard
+        if role == "a" and not isinstance(event, ReplyStarted):
+            if f"f:{message}" in self.index:
+                self.add(v, "chain", f"the generation of {message!r} was over")
+            self.index[f"f:{message}"] = "1"
 
     def _end(self, v: int, event: ThreadEnded) -> None:
         leaf = event.leaf_id
@@ -186,7 +192,7 @@ class _Walk:
         head = raw.get(b"head", GENESIS)
         if head != self.hashes.get(version, GENESIS):
             self.add(version, "meta", "the meta head differs from the recomputed chain")
-        elif version and not self._sealed(version, head, meta.get("head_seal", "")):
+        elif version and not self._sealed("head", version, head, meta.get("head_seal", "")):
             self.add(version, "seal", "the head seal does not match the head")
         self._compare_ends(meta)
         self._compare_seals(meta)
@@ -210,18 +216,18 @@ class _Walk:
                 self.add(version, "seal", "the end at this version has no seal")
             elif computed is None or version not in self.end_versions:
                 self.add(version, "seal", "a seal for a version with no end")
-            elif not self._sealed(version, computed, stored):
+            elif not self._sealed("end", version, computed, stored):
                 self.add(version, "seal", "the seal does not match the history it closes")
             self.seals_checked += stored is not None
         if None in seals:
             self.add(self.last, "seal", "a seal field that names no version")
 
-    def _sealed(self, version: int, head: bytes, stored_hex: str) -> bool:
+    def _sealed(self, kind: SealKind, version: int, head: bytes, stored_hex: str) -> bool:
         try:
             stored = bytes.fromhex(stored_hex)
         except ValueError:
             return False
-        return self.sealer.ok(self.thread_id, version, head, stored)
+        return self.sealer.ok(kind, self.thread_id, version, head, stored)
 
     def compare_index(self, raw: dict[bytes, bytes]) -> None:
         stored = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}

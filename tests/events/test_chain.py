@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from events.chain import GENESIS, Sealer, chain_hash, load_seal_key, seal, seal_ok
+from events.chain import GENESIS, Sealer, SealKind, chain_hash, load_seal_key, seal
 from events.errors import StoreConfigError
 
 
@@ -35,19 +35,28 @@ def test_length_prefixes_keep_shifted_boundaries_apart() -> None:
     assert chain_hash(GENESIS, "t1", 1, "ab", b"c") != chain_hash(GENESIS, "t1", 1, "a", b"bc")
 
 
-def test_seal_golden_vector_and_formula() -> None:
+@pytest.mark.parametrize(
+    ("kind", "golden"),
+    [
+        ("end", "8e40eda6028ed35d85717946a7b14536b8fc27a41bfdfebfa215565c527ebb6b"),
+        ("head", "403199ce003936e33550ce2357d515b37fb5959e7967a89bd6070368b65ed7d7"),
+    ],
+)
+def test_seal_golden_vectors_and_formula(kind: SealKind, golden: str) -> None:
     key = b"k" * 32
-    sealed = seal(key, "t1", 6, GENESIS)
-    assert sealed.hex() == "abb206045132c222fdecc158152a66920380e138401aefae993a3fdcb38d391d"
-    message = lp(b"t1") + lp((6).to_bytes(8, "big")) + lp(GENESIS)
+    sealed = seal(key, kind, "t1", 6, GENESIS)
+    assert sealed.hex() == golden
+    message = lp(kind.encode()) + lp(b"t1") + lp((6).to_bytes(8, "big")) + lp(GENESIS)
     assert sealed == hmac.new(key, message, hashlib.sha256).digest()
 
 
-def test_a_seal_does_not_verify_under_another_key_or_head() -> None:
-    sealed = seal(b"k" * 32, "t1", 6, GENESIS)
-    assert seal_ok(b"k" * 32, "t1", 6, GENESIS, sealed)
-    assert not seal_ok(b"j" * 32, "t1", 6, GENESIS, sealed)
-    assert not seal_ok(b"k" * 32, "t1", 6, b"\x01" * 32, sealed)
+def test_a_seal_does_not_verify_under_another_key_head_or_kind() -> None:
+    sealer = Sealer(b"k" * 32)
+    sealed = sealer.seal("end", "t1", 6, GENESIS)
+    assert sealer.ok("end", "t1", 6, GENESIS, sealed)
+    assert not Sealer(b"j" * 32).ok("end", "t1", 6, GENESIS, sealed)
+    assert not sealer.ok("end", "t1", 6, b"\x01" * 32, sealed)
+    assert not sealer.ok("head", "t1", 6, GENESIS, sealed)
 
 
 def test_the_seal_key_file_is_created_once_private(
@@ -80,4 +89,5 @@ def test_a_short_seal_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_the_sealer_is_hmac_sha256_for_any_key_length(size: int) -> None:
     key = bytes(range(256))[:size] * 1
     message = lp(b"t1") + lp((6).to_bytes(8, "big")) + lp(b"\x05" * 32)
-    assert Sealer(key).seal("t1", 6, b"\x05" * 32) == hmac.digest(key, message, "sha256")
+    sealed = Sealer(key).seal("head", "t1", 6, b"\x05" * 32)
+    assert sealed == hmac.digest(key, lp(b"head") + message, "sha256")

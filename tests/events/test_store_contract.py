@@ -153,7 +153,8 @@ async def test_fifty_concurrent_appends_at_one_version_have_exactly_one_winner(
     after = await snapshot(client, keys, T)
     stream, feed, index = (len(a) - len(b) for a, b in zip(after[:3], before[:3], strict=True))
     assert (stream, feed) == (2, 2)
-    assert index == 6  # two event ids, two messages, r1 and the new message have children
+    # two event ids, two messages, r1 and the new message have children, the reply is done
+    assert index == 7
     assert int(after[3][b"version"]) == 5
 
 
@@ -313,14 +314,14 @@ async def test_the_same_event_id_in_two_threads_is_fine(store: RedisEventStore) 
 
 
 ATTACHING_TO_R2 = [
-    pytest.param(lambda: posted(T, "m3", "r2"), id="message.posted"),
-    pytest.param(lambda: reply_started(T, "r3", "r2"), id="reply.started"),
-    pytest.param(lambda: replied(T, "r3", "r2"), id="reply.completed"),
-    pytest.param(lambda: redirected(T, "r3", "r2"), id="reply.redirected"),
-    pytest.param(lambda: warned(T, "r3", "r2"), id="reply.warned"),
-    pytest.param(lambda: failed(T, "r3", "r2"), id="reply.failed"),
-    pytest.param(lambda: forked(T, "m3", "r2", "m3b"), id="branch.forked"),
-    pytest.param(lambda: ended(T, "r2"), id="thread.ended-again"),
+    pytest.param(lambda: [posted(T, "m3", "r2")], id="message.posted"),
+    pytest.param(lambda: [reply_started(T, "r3", "r2")], id="reply.started"),
+    pytest.param(lambda: [replied(T, "r3", "r2")], id="reply.completed"),
+    pytest.param(lambda: [redirected(T, "r3", "r2")], id="reply.redirected"),
+    pytest.param(lambda: [warned(T, "r3", "r2")], id="reply.warned"),
+    pytest.param(lambda: [failed(T, "r3", "r2")], id="reply.failed"),
+    pytest.param(lambda: [forked(T, "m3", "r2", "m3b"), posted(T, "m3b", "r2")], id="fork"),
+    pytest.param(lambda: [ended(T, "r2")], id="thread.ended-again"),
 ]
 
 
@@ -330,7 +331,7 @@ async def test_after_an_end_every_attaching_append_is_rejected(
 ) -> None:
     end_version = await ended_at_r2(store)
     with pytest.raises(ThreadEndedError) as caught:
-        await store.append(T, [make()], end_version)
+        await store.append(T, make(), end_version)
     assert (caught.value.end_version, caught.value.leaf_id) == (end_version, "r2")
 
 

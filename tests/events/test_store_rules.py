@@ -17,6 +17,7 @@ from tests.conftest import SEAL_KEY
 from tests.events.test_store_contract import opened, snapshot
 from tests.factories import (
     ended,
+    failed,
     feedback,
     forked,
     posted,
@@ -33,27 +34,70 @@ T = "thread-1"
 TREE_ERRORS = [
     pytest.param([ended(T, "m1")], "not the tip of a branch", id="end-of-a-non-tip"),
     pytest.param([ended(T, "nope")], "not a message of this thread", id="end-of-no-message"),
-    pytest.param([posted(T, "m2", "nope")], "not a message of this thread", id="unknown-parent"),
-    pytest.param([replied(T, "r2", "nope")], "not a message of this thread", id="reply-to-nothing"),
-    pytest.param([posted(T, "m1", "r1")], "message id m1 is taken", id="message-id-reused"),
-    pytest.param([replied(T, "m1", "r1")], "not a reply to r1", id="reply-id-of-a-message"),
+    pytest.param([posted(T, "m3", "nope")], "not a message of this thread", id="unknown-parent"),
+    pytest.param([replied(T, "r9", "nope")], "not a message of this thread", id="reply-to-nothing"),
+    pytest.param([posted(T, "m1", "r2")], "message id m1 is taken", id="message-id-reused"),
+    pytest.param([replied(T, "r9", "r1")], "a reply answers a user message", id="reply-to-reply"),
+    pytest.param([posted(T, "m9", "m2")], "hangs below a reply or the root", id="message-to-msg"),
+    pytest.param([replied(T, "m2", "m2")], "not a reply to m2", id="reply-id-of-a-message"),
+    pytest.param([reply_started(T, "r2", "m2")], "message id r2 is taken", id="started-twice"),
+    pytest.param([replied(T, "r1", "m1")], "the generation of r1 is over", id="finished-twice"),
+    pytest.param([posted(T, "m2x", "r1")], "a new one is an edit", id="edit-without-fork"),
+    pytest.param([posted(T, "m0", None)], "the root has a message", id="root-edit-without-fork"),
+    pytest.param([forked(T, "m2", "r1", "m2b")], "followed by the message.posted", id="fork-alone"),
     pytest.param(
-        [forked(T, "nope", "r1", "m2b")], "edited message nope is not", id="fork-of-nothing"
+        [forked(T, "nope", "r1", "m2b"), posted(T, "m2b", "r1")],
+        "edited message nope is not a user message",
+        id="fork-of-nothing",
     ),
-    pytest.param([forked(T, "m1", "r1", "m1b")], "does not hang below r1", id="fork-wrong-parent"),
-    pytest.param([forked(T, "m1", None, "r1")], "message id r1 is taken", id="fork-taken-id"),
+    pytest.param(
+        [forked(T, "m1", "r1", "m1b"), posted(T, "m1b", "r1")],
+        "does not hang below r1",
+        id="fork-wrong-parent",
+    ),
+    pytest.param(
+        [forked(T, "m1", None, "r1"), posted(T, "r1", None)],
+        "message id r1 is taken",
+        id="fork-taken-id",
+    ),
 ]
+
+
+async def in_flight(store: RedisEventStore) -> int:
+    """m1 -> r1 -> m2 -> r2, the generation of r2 still running; returns the version."""
+    version = await opened(store)
+    batch = [posted(T, "m2", "r1"), reply_started(T, "r2", "m2")]
+    return (await store.append(T, batch, version)).last_version
 
 
 @pytest.mark.parametrize(("batch", "message"), TREE_ERRORS)
 async def test_a_batch_that_breaks_the_message_tree_is_rejected_and_writes_nothing(
     store: RedisEventStore, client: Redis, keys: Keyspace, batch: list[AnyEvent], message: str
 ) -> None:
-    version = await opened(store)
+    version = await in_flight(store)
     before = await snapshot(client, keys, T)
     with pytest.raises(InvalidBatchError, match=message):
         await store.append(T, batch, version)
     assert await snapshot(client, keys, T) == before
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        pytest.param([forked(T, "m1", None, "m1b"), posted(T, "m1b", None)], id="edit-at-root"),
+        pytest.param([forked(T, "m2", "r1", "m2b"), posted(T, "m2b", "r1")], id="edit"),
+        pytest.param([replied(T, "r2", "m2")], id="generation-completes"),
+        pytest.param([failed(T, "r2", "m2")], id="generation-fails"),
+        pytest.param([replied(T, "r1b", "m1")], id="retry"),
+    ],
+)
+async def test_edits_retries_and_generations_keep_the_tree(
+    store: RedisEventStore, batch: list[AnyEvent]
+) -> None:
+    version = await in_flight(store)
+    result = await store.append(T, batch, version)
+    assert result.last_version == version + len(batch)
+    assert (await store.verify(T)).ok
 
 
 async def test_a_generation_continues_its_own_reply(store: RedisEventStore) -> None:
@@ -90,8 +134,8 @@ async def test_a_retry_of_an_earlier_message_opens_a_branch_beside_an_ended_one(
 async def test_a_message_may_be_named_like_the_thread_end_marker(store: RedisEventStore) -> None:
     version = await opened(store)
     version = (await store.append(T, [posted(T, "*", "r1")], version)).last_version
-    batch = [ended(T, "*"), posted(T, "m2", "r1")]
-    assert (await store.append(T, batch, version)).last_version == version + 2
+    batch = [ended(T, "*"), forked(T, "*", "r1", "m2"), posted(T, "m2", "r1")]
+    assert (await store.append(T, batch, version)).last_version == version + 3
 
 
 # --- invalid events ----------------------------------------------------------------------
@@ -221,7 +265,8 @@ async def test_the_meta_and_index_equal_a_rebuild_from_the_events(
         b"m2b": b"ur1",
         b"r2b": b"am2b",
     }
-    assert sorted(k[2:] for k in index if k.startswith(b"c:")) == [b"m1", b"m2", b"m2b", b"r1"]
+    assert sorted(k[2:] for k in index if k.startswith(b"c:")) == [b"", b"m1", b"m2", b"m2b", b"r1"]
+    assert sorted(k[2:] for k in index if k.startswith(b"f:")) == [b"r1", b"r2", b"r2b"]
     batches = sorted(v for k, v in index.items() if k.startswith(b"e:"))
     stored_as = ["1:1:1", "2:2:3", "3:2:3", "4:4:6", "5:4:6", "6:4:6", "7:7:8", "8:7:8"]
     stored_as += ["9:9:10", "10:9:10", "11:11:11"]
