@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -22,6 +23,7 @@ from events.store import Redis, RedisEventStore
 log = logging.getLogger("coda.redis")
 
 MIN_REDIS: Final = (6, 2)
+STORAGE_FORMAT: Final = 1  # the layout of keys, index and meta described in docs/storage.md
 CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _TRUE: Final = {"1", "true", "yes", "on"}
 CLIENT_TIMEOUTS: Final = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
@@ -92,7 +94,7 @@ async def open_store(settings: RedisSettings) -> AsyncIterator[RedisEventStore]:
     client = client_for(url, cluster=settings.cluster, **settings.client_options)
     try:
         await check_server(client)
-        await ensure_partitions(client, keys)
+        await ensure_config(client, keys)
         yield RedisEventStore(client, keys, load_seal_key(settings.data_dir))
     finally:
         await client.aclose()
@@ -109,7 +111,7 @@ async def check_server(client: Redis) -> None:
 def check_node(node: str, info: Mapping[str, Any]) -> None:
     """The startup check of one node, from its INFO."""
     version = str(info.get("redis_version", "0.0"))
-    if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < MIN_REDIS:
+    if tuple(int(p) for p in re.findall(r"[0-9]+", version)[:2]) < MIN_REDIS:
         raise StoreConfigError(f"{node}: Redis {version} is too old; coda needs >= 6.2")
     policy = info.get("maxmemory_policy", "noeviction")
     if policy != "noeviction":
@@ -124,16 +126,27 @@ def check_node(node: str, info: Mapping[str, Any]) -> None:
         )
 
 
-async def ensure_partitions(client: Redis, keys: Keyspace) -> None:
-    """Record the partition count on first use; refuse to run with a different one later."""
+async def ensure_config(client: Redis, keys: Keyspace) -> None:
+    """Record the partition count and storage format on first use; refuse others later.
+
+    The partition count is fixed for the life of a deployment (it places every thread), and
+    a store must not write into data laid out by another storage format.
+    """
+    wanted = {"partitions": str(keys.partitions), "format": str(STORAGE_FORMAT)}
     with redis_errors():
-        await client.hsetnx(keys.config, "partitions", keys.partitions)
-        stored = await client.hget(keys.config, "partitions")
-    if stored is None or int(stored) != keys.partitions:
-        found = stored.decode() if isinstance(stored, bytes) else stored
+        for field, value in wanted.items():
+            await client.hsetnx(keys.config, field, value)
+        stored = cast(list[bytes | None], await client.hmget(keys.config, list(wanted)))
+    found = dict(zip(wanted, (v.decode() if v else "?" for v in stored), strict=True))
+    if found["partitions"] != wanted["partitions"]:
         raise StoreConfigError(
-            f"this deployment uses {found} partitions, not {keys.partitions}: the partition "
-            "count is fixed for the life of a deployment"
+            f"this deployment uses {found['partitions']} partitions, not {keys.partitions}: "
+            "the partition count is fixed for the life of a deployment"
+        )
+    if found["format"] != wanted["format"]:
+        raise StoreConfigError(
+            f"the data under {keys.prefix!r} is in storage format {found['format']}; this "
+            f"version of coda reads and writes format {STORAGE_FORMAT}"
         )
 
 

@@ -35,6 +35,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime, name: str) -> None:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone (use UTC), not {moment.isoformat()}")
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
     """Fields every event carries."""
 
@@ -43,6 +48,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_de
     actor_id: str | None = None
     event_id: Id = msgspec.field(default_factory=new_id)
     occurred_at: datetime = msgspec.field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        _aware(self.occurred_at, "occurred_at")
 
 
 class PolicyRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -91,6 +99,10 @@ class ReplyStarted(Event, frozen=True, tag="reply.started"):
     model: str
     lease_owner: str
     lease_expires_at: datetime
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _aware(self.lease_expires_at, "lease_expires_at")
 
 
 class ReplyCompleted(Event, frozen=True, tag="reply.completed"):

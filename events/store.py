@@ -296,7 +296,7 @@ def _checked_bytes(event: AnyEvent) -> bytes:
     try:
         data = encode(event)
         decode(data)
-    except (msgspec.ValidationError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+    except (msgspec.ValidationError, msgspec.EncodeError, UnicodeEncodeError, OverflowError) as exc:
         raise InvalidBatchError(f"event {event.event_id!r} is invalid: {exc}") from exc
     return data
 

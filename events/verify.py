@@ -6,8 +6,9 @@ recomputes everything from the entries, and lists every disagreement with its ve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 
@@ -16,6 +17,9 @@ from events.records import StoredEntry
 from events.schema import AnyEvent, ReplyStarted, ThreadEnded, decode, placement, tag_of
 
 Area: TypeAlias = Literal["chain", "seal", "meta"]
+
+_DIGITS: Final = re.compile(r"[0-9]+")
+_BATCH: Final = re.compile(r"([0-9]+):([0-9]+):([0-9]+)")
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,7 +110,7 @@ class _Walk:
 
     def entry(self, entry: StoredEntry) -> None:
         version, _, seq = entry.entry_id.partition("-")
-        if not version.isdigit() or seq != "0":
+        if _int(version) is None or seq != "0":
             self.add(self.last + 1, "chain", f"entry {entry.entry_id} was inserted")
             return
         v = int(version)
@@ -242,12 +246,13 @@ class _Walk:
 
 def _batch_version(value: str, want: str) -> str | None:
     """The version in an index value `<version>:<first>:<last>`, if the value is consistent."""
-    parts = [int(p) for p in value.split(":") if p.isdigit()]
-    if len(parts) != 3:
+    match = _BATCH.fullmatch(value)
+    if match is None:
         return None
-    version, first, last = parts
+    version, first, last = (int(p) for p in match.groups())
     return str(version) if first <= version <= last else None
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+    """A number written in ASCII digits, as the store writes them; None for anything else."""
+    return int(text) if _DIGITS.fullmatch(text) else None

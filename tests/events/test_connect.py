@@ -173,3 +173,14 @@ async def test_an_unreachable_redis_is_store_unavailable() -> None:
             await store.append(T, [started(T)], 0)
     finally:
         await client.aclose()
+
+
+async def test_data_of_another_storage_format_is_refused(
+    private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = RedisSettings(url=private_redis.url, data_dir=tmp_path)
+    async with open_store(settings) as store:
+        await store.redis.hset(store.keys.config, "format", "0")
+    with pytest.raises(StoreConfigError, match="in storage format 0; this version"):
+        async with open_store(settings):
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -296,3 +297,16 @@ async def test_verify_reports_a_thread_written_to_meanwhile_as_intact(
     assert reports
     assert all(r.ok for r in reports), [r.problems for r in reports if not r.ok]
     assert tag_of((await store.read(T, after=version - 1))[0].event) == "feedback.given"
+
+
+def test_an_event_with_a_naive_time_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="occurred_at must carry a time zone"):
+        replace(feedback(T), occurred_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="lease_expires_at must carry a time zone"):
+        replace(reply_started(T, "r1", "m1"), lease_expires_at=datetime(2026, 1, 1))
+
+
+async def test_a_number_too_large_to_store_is_an_invalid_batch(store: RedisEventStore) -> None:
+    version = await opened(store)
+    with pytest.raises(InvalidBatchError, match="is invalid"):
+        await store.append(T, [replace(ended(T, "r1"), evidence=(2**70,))], version)

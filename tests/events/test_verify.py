@@ -8,6 +8,7 @@ import pytest
 from msgspec.structs import replace
 
 from events.chain import chain_hash
+from events.errors import ChainError
 from events.keys import Keyspace
 from events.records import StoredEntry
 from events.schema import FeedbackGiven, MessagePosted, decode, encode
@@ -285,3 +286,26 @@ async def test_a_rewrite_after_a_thread_end_is_caught_by_the_head_seal(
 
     assert (report.chain_ok, report.meta_ok, report.seal_ok) == (True, True, False)
     assert report.first_bad_version == 11
+
+
+async def test_a_stream_id_pushed_past_the_meta_is_caught(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    await build(store)
+    stray = {"type": "feedback.given", "data": b"", "hash": b""}
+    await client.xadd(keys.stream(T), stray, id="999-0")
+    await client.xdel(keys.stream(T), "999-0")  # gone, but the stream's last id stays
+    report = await store.verify(T)
+    assert (report.first_bad_version, report.meta_ok) == (10, False)
+
+
+@pytest.mark.parametrize("value", ["²", "٤", "4x"])
+async def test_digits_redis_would_not_read_are_not_numbers_to_the_verifier(
+    store: RedisEventStore, client: Redis, keys: Keyspace, value: str
+) -> None:
+    await build(store)
+    await client.hset(keys.meta(T), mapping={"thread_end": value, "end:r2": value})
+    report = await store.verify(T)
+    assert not report.ok
+    with pytest.raises(ChainError, match="is not a number"):
+        await store.append(T, [feedback(T)], 9)
