@@ -156,7 +156,11 @@ class RedisEventStore:
         )
 
     async def head(self, thread_id: str) -> Head:
-        return parse_meta(await self.meta(thread_id))
+        """The thread's version, head hash, ended leaves and seals, from its meta."""
+        try:
+            return parse_meta(await self.meta(thread_id))
+        except ValueError as exc:
+            raise ChainError(thread_id, 0, f"the meta is unreadable ({exc}): run verify") from exc
 
     async def verify(self, thread_id: str) -> VerifyReport:
         """Recompute the thread's chain and seals, and compare them with its meta and index."""

@@ -310,3 +310,12 @@ async def test_a_number_too_large_to_store_is_an_invalid_batch(store: RedisEvent
     version = await opened(store)
     with pytest.raises(InvalidBatchError, match="is invalid"):
         await store.append(T, [replace(ended(T, "r1"), evidence=(2**70,))], version)
+
+
+async def test_an_unreadable_meta_is_a_chain_error_when_reading_the_head(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    await opened(store)
+    await client.hset(keys.meta(T), "version", "three")
+    with pytest.raises(ChainError, match="the meta is unreadable"):
+        await store.head(T)
