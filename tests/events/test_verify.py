@@ -46,6 +46,12 @@ async def rewrite_stream(
         await client.xadd(key, {"type": e.type, "data": e.data, "hash": e.hash}, id=e.entry_id)
 
 
+async def point_meta_at_stream_head(client: Redis, keys: Keyspace) -> None:
+    """Make the meta's head the stream's last hash, as whoever re-chained a history would."""
+    new_head = (await client.xrevrange(keys.stream(T), count=1))[0][1][b"hash"]
+    await client.hset(keys.meta(T), "head", new_head)
+
+
 def at(entries: Entries, version: int) -> StoredEntry:
     return next(e for e in entries if e.entry_id == f"{version}-0")
 
@@ -198,8 +204,7 @@ async def test_a_history_rewritten_consistently_is_caught_by_the_seal(
         return out
 
     await rewrite_stream(client, keys, rechain)
-    new_head = (await client.xrevrange(keys.stream(T), count=1))[0][1][b"hash"]
-    await client.hset(keys.meta(T), "head", new_head)
+    await point_meta_at_stream_head(client, keys)
 
     report = await store.verify(T)
 
@@ -279,8 +284,7 @@ async def test_a_rewrite_after_a_thread_end_is_caught_by_the_head_seal(
         return [*out, StoredEntry(entry_id=last.entry_id, type=last.type, data=data, hash=h)]
 
     await rewrite_stream(client, keys, rewrite_feedback)
-    new_head = (await client.xrevrange(keys.stream(T), count=1))[0][1][b"hash"]
-    await client.hset(keys.meta(T), "head", new_head)
+    await point_meta_at_stream_head(client, keys)
 
     report = await store.verify(T)
 
