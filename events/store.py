@@ -40,7 +40,6 @@ Redis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
 
 _Rows: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
 
-MAX_BATCH: Final = 64
 DEFAULT_PAGE: Final = 1000
 
 
