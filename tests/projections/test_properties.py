@@ -1,0 +1,226 @@
+"""Properties of the fold over generated histories that the store accepted.
+
+Histories are driven through a real append script (on fakeredis, for speed: the store itself is
+tested on every backend by its own suite), so every history here is one the store allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import fakeredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from msgspec.structs import replace
+
+from events.errors import EventStoreError
+from events.keys import Keyspace
+from events.schema import Actor, AnyEvent, MessageClassified, Tier
+from events.store import RedisEventStore
+from projections.branches import active_tip, path, tips
+from projections.policy import Policy, may_end
+from projections.state import ThreadState, fold
+from tests.conftest import SEAL_KEY
+from tests.factories import (
+    ended,
+    feedback,
+    forked,
+    posted,
+    redirected,
+    replied,
+    reply_started,
+    started,
+    warned,
+)
+
+T = "prop"
+Op = Literal[
+    "say", "answer", "redirect", "warn", "start", "finish", "end", "edit", "retry", "feedback"
+]
+OPS: tuple[Op, ...] = (
+    "say",
+    "answer",
+    "redirect",
+    "warn",
+    "start",
+    "finish",
+    "end",
+    "edit",
+    "retry",
+    "feedback",
+)
+# Weighted towards harm, so that ladders complete and ends happen often enough to be tested.
+TIERS: tuple[Tier, ...] = ("terminable",) * 5 + ("benign", "benign", "redirect", "crisis")
+ACTORS: tuple[Actor, ...] = ("model", "user", "moderator")
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(OPS), st.sampled_from(TIERS), st.sampled_from(ACTORS), st.integers(0, 99)
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+class Driver:
+    """Turns generated steps into batches against the current state, and appends them."""
+
+    def __init__(self, store: RedisEventStore) -> None:
+        self.store = store
+        self.events: list[AnyEvent] = [started(T)]
+        self.counter = 0
+
+    @property
+    def state(self) -> ThreadState:
+        return fold(self.events)
+
+    async def start(self) -> None:
+        await self.store.append(T, self.events, 0)
+
+    async def step(self, op: Op, tier: Tier, actor: Actor, pick: int) -> None:
+        batch = self._batch(op, tier, actor, pick)
+        if not batch:
+            return
+        try:
+            await self.store.append(T, batch, len(self.events))
+        except EventStoreError:
+            return  # a refused batch writes nothing, and the history goes on without it
+        self.events += batch
+
+    def _new(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def _batch(self, op: Op, tier: Tier, actor: Actor, pick: int) -> list[AnyEvent]:
+        state = self.state
+        tip = active_tip(state)
+        at = state.messages.get(tip) if tip else None
+        users = [m.id for m in state.messages.values() if m.role == "user"]
+        if op == "end" and tip is not None:
+            policy = Policy.from_ref(state.started.policy) if state.started else Policy()
+            if not may_end(path(state, tip), policy, actor).allowed:
+                return []
+            return [replace(ended(T, tip), actor=actor)]
+        if op == "edit" and users:
+            edited = state.messages[users[pick % len(users)]]
+            new = self._new("m")
+            return [
+                forked(T, edited.id, edited.parent_id, new),
+                posted(T, new, edited.parent_id),
+                _classified(new, tier),
+            ]
+        if op == "retry" and users:
+            return [replied(T, self._new("r"), users[pick % len(users)])]
+        if op == "feedback":
+            return [feedback(T, tip)]
+        # Anything else is the next turn on the active branch, whatever it is.
+        if at is None or (at.role == "assistant" and at.kind != "pending"):
+            message = self._new("m")
+            return [posted(T, message, tip), _classified(message, tier)]
+        if at.kind == "pending":
+            return [replied(T, at.id, at.parent_id or "")]
+        reply = self._new("r")
+        match op:
+            case "redirect":
+                return [redirected(T, reply, at.id)]
+            case "warn":
+                return [warned(T, reply, at.id)]
+            case "start":
+                return [reply_started(T, reply, at.id)]
+            case _:
+                return [replied(T, reply, at.id)]
+
+
+def _classified(message: str, tier: Tier) -> MessageClassified:
+    return MessageClassified(
+        thread_id=T,
+        actor="classifier",
+        message_id=message,
+        classifier="rules",
+        classifier_version="1",
+        tier=tier,
+    )
+
+
+def drive(history: list[tuple[Op, Tier, Actor, int]]) -> list[AnyEvent]:
+    """Run the steps against a fresh store; the events it accepted, in order."""
+
+    async def run() -> list[AnyEvent]:
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        try:
+            driver = Driver(RedisEventStore(client, Keyspace(prefix="prop"), SEAL_KEY))
+            await driver.start()
+            for op, tier, actor, pick in history:
+                await driver.step(op, tier, actor, pick)
+            stored = [e.event for e in await driver.store.read(T, limit=10_000)]
+            assert stored == driver.events
+            # What the store's meta says of the ends is what the fold says.
+            head, state = await driver.store.head(T), fold(stored)
+            assert head.ended == {leaf: end.version for leaf, end in state.ends.items()}
+            assert head.thread_end == (state.thread_end.version if state.thread_end else None)
+            assert head.version == state.version
+            return stored
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(steps, st.integers(0, 100))
+def test_folding_in_one_pass_equals_folding_from_any_earlier_state(
+    history: list[tuple[Op, Tier, Actor, int]], split: int
+) -> None:
+    events = drive(history)
+    k = split % (len(events) + 1)
+    assert fold(events[k:], fold(events[:k])) == fold(events)
+
+
+@PROPERTY
+@given(steps)
+def test_nothing_ever_hangs_below_an_ended_tip(history: list[tuple[Op, Tier, Actor, int]]) -> None:
+    state = fold(drive(history))
+    for leaf, end in state.ends.items():
+        assert state.messages[leaf].children == ()
+        assert leaf in tips(state)
+        assert end.version <= state.version
+    if state.thread_end is not None:
+        assert all(m.version < state.thread_end.version for m in state.messages.values())
+
+
+@PROPERTY
+@given(steps)
+def test_every_end_was_allowed_at_its_version_or_made_by_a_moderator(
+    history: list[tuple[Op, Tier, Actor, int]],
+) -> None:
+    events = drive(history)
+    final = fold(events)
+    for leaf, end in final.ends.items():
+        before = fold(events[: end.version - 1])
+        policy = Policy.from_ref(final.started.policy) if final.started else Policy()
+        verdict = may_end(path(before, leaf), policy, end.actor)  # type: ignore[arg-type]
+        assert verdict.allowed or end.actor == "moderator", verdict.reason
+
+
+def test_the_generator_reaches_ends_edits_and_pending_generations() -> None:
+    """A property that never meets an end would prove nothing: this history must make one."""
+    history: list[tuple[Op, Tier, Actor, int]] = [
+        ("say", "terminable", "model", 0),
+        ("redirect", "benign", "model", 0),
+        ("say", "terminable", "model", 0),
+        ("redirect", "benign", "model", 0),
+        ("say", "terminable", "model", 0),
+        ("warn", "benign", "model", 0),
+        ("say", "terminable", "model", 0),
+        ("end", "benign", "model", 0),
+        ("edit", "benign", "user", 1),
+        ("start", "benign", "model", 0),
+    ]
+    state = fold(drive(history))
+    assert len(state.ends) == 1
+    assert any(m.edited_from for m in state.messages.values())
+    assert state.messages[active_tip(state) or ""].kind == "pending"
