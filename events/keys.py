@@ -61,6 +61,10 @@ class Keyspace:
         """A hash: event ids (for idempotent appends) and the message tree (for the lock)."""
         return f"{self._tag(thread_id)}:index:{thread_id}"
 
+    def snapshot(self, thread_id: str) -> str:
+        """A string: the thread's folded state at some version, a cache the projections keep."""
+        return f"{self._tag(check_thread_id(thread_id))}:snapshot:{thread_id}"
+
     def feed(self, partition: int) -> str:
         """The partition's feed: every event of its threads, in append order, for consumers."""
         if not 0 <= partition < self.partitions:

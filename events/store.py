@@ -126,10 +126,11 @@ class RedisEventStore:
         return [recorded(e) for e in await self.read_entries(thread_id, after=after, limit=limit)]
 
     async def events(
-        self, thread_id: str, *, after: int = 0, page: int = DEFAULT_PAGE
+        self, thread_id: str, *, after: int = 0, until: int | None = None, page: int = DEFAULT_PAGE
     ) -> AsyncIterator[RecordedEvent]:
-        """Every event above `after`, read in pages."""
-        async for entry in self.entries(thread_id, after=after, page=page):
+        """Every event above version `after` (and up to `until`), read in pages."""
+        end = "+" if until is None else f"{until}-0"
+        async for entry in self.entries(thread_id, after=after, page=page, end=end):
             yield recorded(entry)
 
     async def entries(
@@ -160,6 +161,12 @@ class RedisEventStore:
             return parse_meta(await self.meta(thread_id))
         except ValueError as exc:
             raise ChainError(thread_id, 0, f"the meta is unreadable ({exc}): run verify") from exc
+
+    async def version(self, thread_id: str) -> int:
+        """The thread's version: how many events it has (0: no such thread)."""
+        with redis_errors():
+            raw = await self.redis.hget(self.keys.meta(check_thread_id(thread_id)), "version")
+        return int(cast(bytes, raw)) if raw else 0
 
     async def verify(self, thread_id: str) -> VerifyReport:
         """Recompute the thread's chain and seals, and compare them with its meta and index."""

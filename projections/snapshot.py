@@ -1,0 +1,79 @@
+"""Thread states stored as bytes: the snapshots that spare a read from replaying a history.
+
+A snapshot is a cache. It carries the format it was written in; one of another format, or one
+that does not decode, is ignored, and the state is folded from the events instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import immutables
+import msgspec
+
+from events.schema import ThreadStarted
+from projections.state import End, Feedback, Message, Rejection, ThreadState
+
+FORMAT: Final = 1  # bump whenever ThreadState or what the fold derives changes
+
+
+class _Stored(msgspec.Struct, frozen=True, kw_only=True):
+    format: int
+    thread_id: str
+    version: int
+    started: ThreadStarted | None
+    messages: dict[str, Message]
+    roots: tuple[str, ...]
+    edits: dict[str, str]
+    ends: dict[str, End]
+    thread_end: End | None
+    rejections: tuple[Rejection, ...]
+    feedback: tuple[Feedback, ...]
+    updated_at: datetime | None
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(_Stored)
+
+
+def dump(state: ThreadState) -> bytes:
+    return _encoder.encode(
+        _Stored(
+            format=FORMAT,
+            thread_id=state.thread_id,
+            version=state.version,
+            started=state.started,
+            messages=dict(state.messages),
+            roots=state.roots,
+            edits=dict(state.edits),
+            ends=dict(state.ends),
+            thread_end=state.thread_end,
+            rejections=state.rejections,
+            feedback=state.feedback,
+            updated_at=state.updated_at,
+        )
+    )
+
+
+def load(data: bytes) -> ThreadState | None:
+    """The state in a snapshot, or None if it is of another format or unreadable."""
+    try:
+        stored = _decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if stored.format != FORMAT:
+        return None
+    return ThreadState(
+        thread_id=stored.thread_id,
+        version=stored.version,
+        started=stored.started,
+        messages=immutables.Map(stored.messages),
+        roots=stored.roots,
+        edits=immutables.Map(stored.edits),
+        ends=immutables.Map(stored.ends),
+        thread_end=stored.thread_end,
+        rejections=stored.rejections,
+        feedback=stored.feedback,
+        updated_at=stored.updated_at,
+    )
