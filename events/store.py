@@ -162,11 +162,14 @@ class RedisEventStore:
         except ValueError as exc:
             raise ChainError(thread_id, 0, f"the meta is unreadable ({exc}): run verify") from exc
 
-    async def version(self, thread_id: str) -> int:
-        """The thread's version: how many events it has (0: no such thread)."""
+    async def version(self, thread_id: str) -> tuple[int, bytes]:
+        """The thread's version (how many events it has; 0: no such thread) and head hash."""
         with redis_errors():
-            raw = await self.redis.hget(self.keys.meta(check_thread_id(thread_id)), "version")
-        return int(cast(bytes, raw)) if raw else 0
+            raw = await self.redis.hmget(
+                self.keys.meta(check_thread_id(thread_id)), ["version", "head"]
+            )
+        version, head = cast(list[bytes | None], raw)
+        return (int(version) if version else 0), (head or GENESIS)
 
     async def verify(self, thread_id: str) -> VerifyReport:
         """Recompute the thread's chain and seals, and compare them with its meta and index."""

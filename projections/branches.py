@@ -44,8 +44,7 @@ def active_tip(state: ThreadState) -> str | None:
 
 def path(state: ThreadState, tip: str) -> tuple[Message, ...]:
     """The messages from the first one down to `tip`."""
-    if tip not in state.messages:
-        raise UnknownMessageError(f"no message {tip!r} in thread {state.thread_id!r}")
+    _known(state, tip)
     out: list[Message] = []
     current: str | None = tip
     while current is not None:
@@ -57,6 +56,7 @@ def path(state: ThreadState, tip: str) -> tuple[Message, ...]:
 
 def end_of(state: ThreadState, tip: str) -> End | None:
     """The end that closed the branch at `tip`, if any (a thread-wide end closes them all)."""
+    _known(state, tip)
     return state.ends.get(tip) or state.thread_end
 
 
@@ -74,16 +74,20 @@ def status(state: ThreadState, tip: str | None = None) -> ThreadStatus:
         return "open"
     if tip_status(state, tip) == "ended":
         return "ended"
-    return "busy" if state.messages[tip].kind == "pending" else "open"
+    return "busy" if counters(path(state, tip)).pending else "open"
 
 
 def counters(messages: tuple[Message, ...]) -> PathCounters:
     """Redirects, warning, crisis flag, classifications and pending generation on a path."""
-    classified = [m.classification for m in messages if m.classification is not None]
     return PathCounters(
         redirects=sum(m.kind == "redirect" for m in messages),
         warned=any(m.kind == "warning" for m in messages),
-        crisis=any(c.tier == "crisis" for c in classified),
-        classified=len(classified),
+        crisis=any(m.tier == "crisis" for m in messages),
+        classified=sum(bool(m.classifications) for m in messages),
         pending=any(m.kind == "pending" for m in messages),
     )
+
+
+def _known(state: ThreadState, message_id: str) -> None:
+    if message_id not in state.messages:
+        raise UnknownMessageError(f"no message {message_id!r} in thread {state.thread_id!r}")

@@ -4,19 +4,19 @@ The engine asks it before it ends a branch; the audit asks it again, at the end'
 say whether an end was justified. The thresholds come from the policy recorded in the thread's
 `thread.started`, so a thread is always judged by the rules it ran under.
 
-An end is allowed when no message on the path was classified `crisis` (a user who may be at
-risk is never cut off) and either
+A moderator may end any branch (moderators may override, and their ends are recorded as
+such). Anyone else may end only when no message on the path was ever classified `crisis` (a
+user who may be at risk is never cut off), and either
 - the model (or the policy) ends it: at least `redirects_before_warning` redirects of harmful
   (`terminable`) turns, then a warning (if `warning_required`), then a harmful turn after the
   warning; or
 - the user asked for it: the assistant asked them to confirm (a reply of kind
-  `end_confirmation`) and they answered on this path; or
-- a moderator ends it: moderators may override, and their ends are recorded as such.
+  `end_confirmation`) and they answered on this path.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -24,20 +24,25 @@ from events.schema import Actor, EndScope, PolicyRef
 from projections.state import Message
 
 DEFAULT_REDIRECTS: Final = 2
+LADDER: Final = "ladder"  # the one policy this version of coda knows
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The versioned thresholds a thread runs under."""
 
-    name: str = "ladder"
+    name: str = LADDER
     version: str = "1"
-    redirects_before_warning: int = DEFAULT_REDIRECTS
+    redirects_before_warning: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_REDIRECTS
     warning_required: bool = True
     end_scope: EndScope = "branch"
 
     @classmethod
     def from_ref(cls, ref: PolicyRef) -> Policy:
         """The policy as `thread.started` recorded it; parameters it does not know are errors."""
+        if ref.name != LADDER:
+            raise PolicyError(f"policy {ref.name} {ref.version}: coda knows only {LADDER!r}")
+        if {"name", "version"} & ref.params.keys():
+            raise PolicyError(f"policy {ref.name} {ref.version}: name and version are not params")
         try:
             return msgspec.convert(
                 {"name": ref.name, "version": ref.version, **ref.params}, cls, strict=True
@@ -64,7 +69,7 @@ def may_end(path: tuple[Message, ...], policy: Policy, actor: Actor) -> Verdict:
     """Whether `actor` may end the branch that reads as `path` under `policy`."""
     if actor == "moderator":
         return Verdict(allowed=True, reason="a moderator may end any branch")
-    if any(m.classification and m.classification.tier == "crisis" for m in path):
+    if any(m.tier == "crisis" for m in path):
         return Verdict(allowed=False, reason="a message on this branch was flagged as a crisis")
     if actor == "user":
         return _user_request(path)
@@ -94,11 +99,12 @@ def _ladder(path: tuple[Message, ...], policy: Policy) -> Verdict:
             allowed=False,
             reason=f"{len(redirects)} of {policy.redirects_before_warning} redirections given",
         )
-    after = redirects[policy.redirects_before_warning - 1] if redirects else -1
+    needed = policy.redirects_before_warning
+    after = redirects[needed - 1] if needed else -1
     warnings = [i for i, m in enumerate(path) if m.kind == "warning" and i > after]
     if policy.warning_required and not warnings:
         return Verdict(allowed=False, reason="no warning was given after the redirections")
-    since = warnings[-1] if warnings else after
+    since = warnings[0] if warnings else after
     if not any(m.role == "user" and _harmful(m) for m in path[since + 1 :]):
         return Verdict(allowed=False, reason="no harmful turn followed the warning")
     return Verdict(
@@ -109,9 +115,4 @@ def _ladder(path: tuple[Message, ...], policy: Policy) -> Verdict:
 
 def _harmful(message: Message | None) -> bool:
     """A user turn classified `terminable`: the only tier that can lead to an end."""
-    return (
-        message is not None
-        and message.role == "user"
-        and message.classification is not None
-        and message.classification.tier == "terminable"
-    )
+    return message is not None and message.role == "user" and message.tier == "terminable"

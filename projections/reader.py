@@ -1,18 +1,20 @@
 """Reading a thread's state without replaying its history each time.
 
 The reader keeps the states it has folded (in memory, and as snapshots in Redis) and, on each
-read, asks Redis only for the thread's version and the events after the state it holds. A warm
-read of a long thread costs what a read of a short one does; a cold one decodes a snapshot
-instead of folding every event. Both are caches: without them every answer is the same.
+read, asks Redis for the thread's version and head and for the events after the state it holds.
+A kept state is used only if the stored history still has the same hash at its version: after a
+failover that lost writes, or a thread deleted and written anew, it is dropped and the state is
+folded from the events. Both are caches: without them every answer is the same.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
+from events.chain import GENESIS
 from events.errors import redis_errors
 from events.store import RedisEventStore
 from projections.snapshot import dump, load
@@ -20,6 +22,7 @@ from projections.state import EMPTY, ThreadState, fold
 
 DEFAULT_CACHE: Final = 1_000
 DEFAULT_SNAPSHOT_EVERY: Final = 100
+SNAPSHOT_TTL: Final = 7 * 24 * 3600  # a snapshot of an idle thread goes; it is only a cache
 
 
 class ReadStats(msgspec.Struct, kw_only=True):
@@ -29,6 +32,13 @@ class ReadStats(msgspec.Struct, kw_only=True):
     snapshots_loaded: int = 0
     snapshots_written: int = 0
     cache_hits: int = 0
+    discarded: int = 0
+
+
+class _Kept(NamedTuple):
+    state: ThreadState
+    head: bytes  # the chain hash at state.version
+    snapshotted: int  # the version of the thread's newest snapshot in Redis
 
 
 class ThreadReader:
@@ -41,52 +51,85 @@ class ThreadReader:
     ) -> None:
         self.store = store
         self.stats = ReadStats()
-        # thread -> (state, version of its newest snapshot in Redis)
-        self._cache: OrderedDict[str, tuple[ThreadState, int]] = OrderedDict()
+        self._cache: OrderedDict[str, _Kept] = OrderedDict()
         self._cache_size = cache_size
         self._snapshot_every = snapshot_every
 
     async def state(self, thread_id: str, *, at: int | None = None) -> ThreadState:
         """The thread as it stands (or as it stood at version `at`)."""
-        target = await self.store.version(thread_id) if at is None else at
-        state, snapshotted = await self._base(thread_id, target)
-        if state.version < target:
-            new = self.store.events(thread_id, after=state.version, until=target)
-            events = [e.event async for e in new]
-            state = fold(events, state)
-            self.stats.events_folded += len(events)
+        version, head = await self.store.version(thread_id)
+        if at is not None and not 0 <= at <= version:
+            raise ValueError(f"thread {thread_id!r} has versions 0..{version}, not {at}")
+        target = version if at is None else at
+        kept = await self._proven(thread_id, await self._kept(thread_id, target), version, head)
+        kept = await self._catch_up(thread_id, kept, target)
         if at is None:
-            if state.version - snapshotted >= self._snapshot_every:
-                await self._write_snapshot(thread_id, state)
-                snapshotted = state.version
-            self._remember(thread_id, state, snapshotted)
-        return state
+            if kept.state.version - kept.snapshotted >= self._snapshot_every:
+                await self._write_snapshot(thread_id, kept)
+                kept = kept._replace(snapshotted=kept.state.version)
+            self._remember(thread_id, kept)
+        return kept.state
 
-    async def _base(self, thread_id: str, target: int) -> tuple[ThreadState, int]:
-        """The newest state held for the thread not past `target`, and its snapshot's version."""
+    async def _proven(self, thread_id: str, kept: _Kept, version: int, head: bytes) -> _Kept:
+        """`kept`, if the stored history still has its hash at its version; else nothing."""
+        at = kept.state.version
+        if at == 0:
+            return kept
+        if at == version:
+            stored = head
+        else:
+            entry = [e async for e in self.store.events(thread_id, after=at - 1, until=at)]
+            stored = entry[0].hash if entry else b""
+        return kept if stored == kept.head else self._discard(thread_id)
+
+    async def _catch_up(self, thread_id: str, kept: _Kept, target: int) -> _Kept:
+        """Fold the events after `kept` up to `target`."""
+        if kept.state.version >= target:
+            return kept
+        new = self.store.events(thread_id, after=kept.state.version, until=target)
+        recorded = [e async for e in new]
+        if not recorded:
+            return kept
+        self.stats.events_folded += len(recorded)
+        state = fold((e.event for e in recorded), kept.state)
+        return _Kept(state, recorded[-1].hash, kept.snapshotted)
+
+    async def _kept(self, thread_id: str, target: int) -> _Kept:
+        """The newest state kept for the thread that is not past `target`."""
         cached = self._cache.get(thread_id)
-        if cached is not None and cached[0].version <= target:
+        if cached is not None and cached.state.version <= target:
             self._cache.move_to_end(thread_id)
             self.stats.cache_hits += 1
             return cached
         snapshot = await self._read_snapshot(thread_id)
-        if snapshot is not None and snapshot.version <= target:
+        if snapshot is not None and snapshot[0].version <= target:
             self.stats.snapshots_loaded += 1
-            return snapshot, snapshot.version
-        return EMPTY, 0
+            state, head = snapshot
+            return _Kept(state, head, state.version)
+        return _Kept(EMPTY, GENESIS, 0)
 
-    def _remember(self, thread_id: str, state: ThreadState, snapshotted: int) -> None:
-        self._cache[thread_id] = (state, snapshotted)
+    def _discard(self, thread_id: str) -> _Kept:
+        """Forget what was kept of a thread whose history is not the one it was folded from."""
+        self.stats.discarded += 1
+        self._cache.pop(thread_id, None)
+        return _Kept(EMPTY, GENESIS, 0)
+
+    def _remember(self, thread_id: str, kept: _Kept) -> None:
+        self._cache[thread_id] = kept
         self._cache.move_to_end(thread_id)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _read_snapshot(self, thread_id: str) -> ThreadState | None:
+    async def _read_snapshot(self, thread_id: str) -> tuple[ThreadState, bytes] | None:
         with redis_errors():
             data = await self.store.redis.get(self.store.keys.snapshot(thread_id))
-        return load(data) if isinstance(data, bytes) else None
+        snapshot = load(data) if isinstance(data, bytes) else None
+        if snapshot is not None and snapshot[0].thread_id != thread_id:
+            return None
+        return snapshot
 
-    async def _write_snapshot(self, thread_id: str, state: ThreadState) -> None:
+    async def _write_snapshot(self, thread_id: str, kept: _Kept) -> None:
+        key = self.store.keys.snapshot(thread_id)
         with redis_errors():
-            await self.store.redis.set(self.store.keys.snapshot(thread_id), dump(state))
+            await self.store.redis.set(key, dump(kept.state, kept.head), ex=SNAPSHOT_TTL)
         self.stats.snapshots_written += 1

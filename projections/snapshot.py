@@ -13,19 +13,21 @@ import immutables
 import msgspec
 
 from events.schema import ThreadStarted
-from projections.state import End, Feedback, Message, Rejection, ThreadState
+from projections.state import Classification, End, Feedback, Message, Rejection, ThreadState
 
-FORMAT: Final = 1  # bump whenever ThreadState or what the fold derives changes
+FORMAT: Final = 2  # bump whenever ThreadState or what the fold derives changes
 
 
 class _Stored(msgspec.Struct, frozen=True, kw_only=True):
     format: int
     thread_id: str
     version: int
+    head: bytes
     started: ThreadStarted | None
     messages: dict[str, Message]
     roots: tuple[str, ...]
     edits: dict[str, str]
+    early: dict[str, tuple[Classification, ...]]
     ends: dict[str, End]
     thread_end: End | None
     rejections: tuple[Rejection, ...]
@@ -37,16 +39,19 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(_Stored)
 
 
-def dump(state: ThreadState) -> bytes:
+def dump(state: ThreadState, head: bytes) -> bytes:
+    """The snapshot of `state`, whose last event has chain hash `head`."""
     return _encoder.encode(
         _Stored(
             format=FORMAT,
             thread_id=state.thread_id,
             version=state.version,
+            head=head,
             started=state.started,
             messages=dict(state.messages),
             roots=state.roots,
             edits=dict(state.edits),
+            early=dict(state.early),
             ends=dict(state.ends),
             thread_end=state.thread_end,
             rejections=state.rejections,
@@ -56,8 +61,9 @@ def dump(state: ThreadState) -> bytes:
     )
 
 
-def load(data: bytes) -> ThreadState | None:
-    """The state in a snapshot, or None if it is of another format or unreadable."""
+def load(data: bytes) -> tuple[ThreadState, bytes] | None:
+    """The state in a snapshot and the hash of its last event; None if it is of another format
+    or unreadable."""
     try:
         stored = _decoder.decode(data)
     except msgspec.DecodeError:
@@ -71,9 +77,10 @@ def load(data: bytes) -> ThreadState | None:
         messages=immutables.Map(stored.messages),
         roots=stored.roots,
         edits=immutables.Map(stored.edits),
+        early=immutables.Map(stored.early),
         ends=immutables.Map(stored.ends),
         thread_end=stored.thread_end,
         rejections=stored.rejections,
         feedback=stored.feedback,
         updated_at=stored.updated_at,
-    )
+    ), stored.head

@@ -55,6 +55,12 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True):
     classifier: str
     classifier_version: str
     version: int
+    error: str | None = None
+
+    @property
+    def decisive(self) -> bool:
+        """A classification that says something: not a failed or timed-out one."""
+        return self.tier != "unknown" and self.error is None
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,10 +75,21 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     kind: Kind = "message"
     children: tuple[str, ...] = ()
     edited_from: str | None = None
-    classification: Classification | None = None
+    classifications: tuple[Classification, ...] = ()
     category: str | None = None
     attempt: int | None = None
     failure: str | None = None
+
+    @property
+    def tier(self) -> Tier | None:
+        """What the message is: `crisis` if any classification ever said so (a crisis flag is
+        never taken back), else the latest decisive tier, else `unknown` or None."""
+        tiers = [c.tier for c in self.classifications if c.decisive]
+        if "crisis" in tiers:
+            return "crisis"
+        if tiers:
+            return tiers[-1]
+        return "unknown" if self.classifications else None
 
 
 class End(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,6 +131,8 @@ class ThreadState(msgspec.Struct, frozen=True, kw_only=True):
     messages: immutables.Map[str, Message] = immutables.Map()
     roots: tuple[str, ...] = ()
     edits: immutables.Map[str, str] = immutables.Map()  # new message id -> the one it edits
+    # Classifications of messages not posted yet (the store allows them): attached on posting.
+    early: immutables.Map[str, tuple[Classification, ...]] = immutables.Map()
     ends: immutables.Map[str, End] = immutables.Map()
     thread_end: End | None = None
     rejections: tuple[Rejection, ...] = ()
@@ -195,7 +214,10 @@ def _with_user_message(state: ThreadState, event: MessagePosted) -> ThreadState:
         created_at=event.occurred_at,
         content=event.content,
         edited_from=state.edits.get(event.message_id),
+        classifications=state.early.get(event.message_id, ()),
     )
+    if event.message_id in state.early:
+        state = replace(state, early=state.early.delete(event.message_id))
     return _attach(state, message)
 
 
@@ -222,8 +244,6 @@ def _with_reply(
 
 
 def _with_classification(state: ThreadState, event: MessageClassified) -> ThreadState:
-    if event.message_id not in state.messages:
-        return state
     classification = Classification(
         tier=event.tier,
         categories=event.categories,
@@ -231,8 +251,13 @@ def _with_classification(state: ThreadState, event: MessageClassified) -> Thread
         classifier=event.classifier,
         classifier_version=event.classifier_version,
         version=state.version,
+        error=event.error,
     )
-    return _set(state, event.message_id, classification=classification)
+    message = state.messages.get(event.message_id)
+    if message is None:
+        early = (*state.early.get(event.message_id, ()), classification)
+        return replace(state, early=state.early.set(event.message_id, early))
+    return _set(state, message.id, classifications=(*message.classifications, classification))
 
 
 def _with_end(state: ThreadState, event: ThreadEnded) -> ThreadState:
@@ -252,6 +277,14 @@ def _with_end(state: ThreadState, event: ThreadEnded) -> ThreadState:
         state = replace(state, ends=state.ends.set(event.leaf_id, end))
     if event.scope == "thread" and state.thread_end is None:
         state = replace(state, thread_end=end)
+    # A generation the end cut off can never complete (the store refuses it): close it.
+    cut = [
+        m.id
+        for m in state.messages.values()
+        if m.kind == "pending" and (event.scope == "thread" or m.id == event.leaf_id)
+    ]
+    for reply in cut:
+        state = _set(state, reply, kind="failed", failure="ended")
     return state
 
 

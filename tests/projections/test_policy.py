@@ -155,3 +155,34 @@ def test_the_policy_comes_from_thread_started() -> None:
 def test_a_policy_coda_cannot_apply_is_an_error(params: dict[str, object]) -> None:
     with pytest.raises(PolicyError, match="policy ladder 1"):
         Policy.from_ref(PolicyRef(name="ladder", version="1", params=params))  # type: ignore[arg-type]
+
+
+def test_with_no_redirects_required_a_warning_then_harm_suffices_whatever_came_between() -> None:
+    policy = Policy(redirects_before_warning=0)
+    turns = [harmful(1, "warning"), harmful(2, "redirect"), harmful(3, "none")]
+    assert may_end(branch(*turns), policy, "model").allowed
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        pytest.param(
+            PolicyRef(name="zero-tolerance", version="7"),
+            "coda knows only 'ladder'",
+            id="unknown-name",
+        ),
+        pytest.param(
+            PolicyRef(name="ladder", version="1", params={"version": "9"}),
+            "name and version are not params",
+            id="version-in-params",
+        ),
+        pytest.param(
+            PolicyRef(name="ladder", version="1", params={"redirects_before_warning": -1}),
+            "Expected `int` >= 0",
+            id="negative-threshold",
+        ),
+    ],
+)
+def test_a_recorded_policy_coda_cannot_apply_is_refused(ref: PolicyRef, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Policy.from_ref(ref)

@@ -10,7 +10,7 @@ import asyncio
 from typing import Literal
 
 import fakeredis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
@@ -20,10 +20,12 @@ from events.schema import Actor, AnyEvent, MessageClassified, Tier
 from events.store import RedisEventStore
 from projections.branches import active_tip, path, tips
 from projections.policy import Policy, may_end
-from projections.state import ThreadState, fold
+from projections.snapshot import dump, load
+from projections.state import Message, ThreadState, fold
 from tests.conftest import SEAL_KEY
 from tests.factories import (
     ended,
+    failed,
     feedback,
     forked,
     posted,
@@ -36,19 +38,41 @@ from tests.factories import (
 
 T = "prop"
 Op = Literal[
-    "say", "answer", "redirect", "warn", "start", "finish", "end", "edit", "retry", "feedback"
-]
-OPS: tuple[Op, ...] = (
     "say",
     "answer",
     "redirect",
     "warn",
     "start",
     "finish",
+    "fail",
     "end",
+    "end_thread",
     "edit",
     "retry",
     "feedback",
+    "reclassify",
+    "classify_early",
+    "confirm",
+]
+OPS: tuple[Op, ...] = (
+    "say",
+    "say",
+    "answer",
+    "redirect",
+    "redirect",
+    "warn",
+    "start",
+    "finish",
+    "fail",
+    "end",
+    "end",
+    "end_thread",
+    "edit",
+    "retry",
+    "feedback",
+    "reclassify",
+    "classify_early",
+    "confirm",
 )
 # Weighted towards harm, so that ladders complete and ends happen often enough to be tested.
 TIERS: tuple[Tier, ...] = ("terminable",) * 5 + ("benign", "benign", "redirect", "crisis")
@@ -96,12 +120,13 @@ class Driver:
         state = self.state
         tip = active_tip(state)
         at = state.messages.get(tip) if tip else None
-        users = [m.id for m in state.messages.values() if m.role == "user"]
-        if op == "end" and tip is not None:
-            policy = Policy.from_ref(state.started.policy) if state.started else Policy()
-            if not may_end(path(state, tip), policy, actor).allowed:
-                return []
-            return [replace(ended(T, tip), actor=actor)]
+        by_age = sorted(state.messages.values(), key=lambda m: m.version)
+        users = [m.id for m in by_age if m.role == "user"]
+        if op in ("end", "end_thread") and tip is not None:
+            # Ends are attempted whatever the policy says: the store takes them, and the
+            # properties below judge them against a reference of the rules.
+            scope = "thread" if op == "end_thread" else "branch"
+            return [replace(ended(T, tip, scope), actor=actor)]  # type: ignore[arg-type]
         if op == "edit" and users:
             edited = state.messages[users[pick % len(users)]]
             new = self._new("m")
@@ -114,11 +139,17 @@ class Driver:
             return [replied(T, self._new("r"), users[pick % len(users)])]
         if op == "feedback":
             return [feedback(T, tip)]
+        if op == "reclassify" and users:
+            return [_classified(users[pick % len(users)], tier)]
+        if op == "classify_early":
+            return [_classified(f"m{self.counter + 1}", tier)]  # the next message posted
         # Anything else is the next turn on the active branch, whatever it is.
         if at is None or (at.role == "assistant" and at.kind != "pending"):
             message = self._new("m")
             return [posted(T, message, tip), _classified(message, tier)]
         if at.kind == "pending":
+            if op == "fail":
+                return [failed(T, at.id, at.parent_id or "")]
             return [replied(T, at.id, at.parent_id or "")]
         reply = self._new("r")
         match op:
@@ -128,6 +159,8 @@ class Driver:
                 return [warned(T, reply, at.id)]
             case "start":
                 return [reply_started(T, reply, at.id)]
+            case "confirm":
+                return [replace(replied(T, reply, at.id), kind="end_confirmation")]
             case _:
                 return [replied(T, reply, at.id)]
 
@@ -171,52 +204,97 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 @PROPERTY
-@given(steps, st.integers(0, 100))
-def test_folding_in_one_pass_equals_folding_from_any_earlier_state(
-    history: list[tuple[Op, Tier, Actor, int]], split: int
-) -> None:
-    events = drive(history)
-    k = split % (len(events) + 1)
-    assert fold(events[k:], fold(events[:k])) == fold(events)
-
-
-@PROPERTY
 @given(steps)
 def test_nothing_ever_hangs_below_an_ended_tip(history: list[tuple[Op, Tier, Actor, int]]) -> None:
     state = fold(drive(history))
     for leaf, end in state.ends.items():
-        assert state.messages[leaf].children == ()
-        assert leaf in tips(state)
-        assert end.version <= state.version
+        if end.scope == "branch":
+            assert state.messages[leaf].children == ()
+            assert leaf in tips(state)
     if state.thread_end is not None:
         assert all(m.version < state.thread_end.version for m in state.messages.values())
 
 
+def reference(path: tuple[Message, ...], policy: Policy, actor: Actor) -> bool:
+    """The end rules of docs/projections.md, written out as plainly as possible."""
+
+    def tier(message: Message) -> str | None:
+        tiers = [c.tier for c in message.classifications if c.tier != "unknown" and not c.error]
+        return "crisis" if "crisis" in tiers else (tiers[-1] if tiers else None)
+
+    if actor == "moderator":
+        return True
+    if any(tier(m) == "crisis" for m in path):
+        return False
+    if actor == "user":
+        asked = False
+        for m in path:
+            if m.kind == "end_confirmation":
+                asked = True
+            elif asked and m.role == "user":
+                return True
+        return False
+    redirects, warned = 0, not policy.warning_required
+    parents = {m.id: m for m in path}
+    for m in path:
+        enough = redirects >= policy.redirects_before_warning
+        if m.kind == "redirect" and tier(parents[m.parent_id or ""]) == "terminable":
+            redirects += 1
+        elif m.kind == "warning" and enough:
+            warned = True
+        elif m.role == "user" and tier(m) == "terminable" and enough and warned:
+            return True
+    return False
+
+
+LADDER_THEN_END: list[tuple[Op, Tier, Actor, int]] = [
+    ("say", "terminable", "model", 0),
+    ("redirect", "benign", "model", 0),
+    ("say", "terminable", "model", 0),
+    ("redirect", "benign", "model", 0),
+    ("say", "terminable", "model", 0),
+    ("warn", "benign", "model", 0),
+    ("say", "terminable", "model", 0),
+    ("end", "benign", "model", 0),
+]
+
+
 @PROPERTY
 @given(steps)
-def test_every_end_was_allowed_at_its_version_or_made_by_a_moderator(
+@example(LADDER_THEN_END)  # allowed
+@example(LADDER_THEN_END[:5] + LADDER_THEN_END[6:])  # no warning: refused
+@example([*LADDER_THEN_END[:6], ("end", "benign", "model", 0)])  # no harm after the warning
+# m5, whose reply was the warning, flagged as a crisis afterwards: refused
+@example([*LADDER_THEN_END[:6], ("reclassify", "crisis", "model", 2), *LADDER_THEN_END[6:]])
+def test_may_end_agrees_with_a_plain_reading_of_the_rules(
     history: list[tuple[Op, Tier, Actor, int]],
 ) -> None:
     events = drive(history)
     final = fold(events)
-    for leaf, end in final.ends.items():
+    policy = Policy.from_ref(final.started.policy) if final.started else Policy()
+    for end in (*final.ends.values(), *([final.thread_end] if final.thread_end else [])):
         before = fold(events[: end.version - 1])
-        policy = Policy.from_ref(final.started.policy) if final.started else Policy()
-        verdict = may_end(path(before, leaf), policy, end.actor)  # type: ignore[arg-type]
-        assert verdict.allowed or end.actor == "moderator", verdict.reason
+        branch = path(before, end.leaf_id)
+        verdict = may_end(branch, policy, end.actor)  # type: ignore[arg-type]
+        assert verdict.allowed == reference(branch, policy, end.actor), verdict.reason  # type: ignore[arg-type]
+
+
+@PROPERTY
+@given(steps, st.integers(0, 100))
+def test_a_snapshot_taken_anywhere_resumes_the_same_fold(
+    history: list[tuple[Op, Tier, Actor, int]], split: int
+) -> None:
+    events = drive(history)
+    k = split % (len(events) + 1)
+    restored = load(dump(fold(events[:k]), b"\x00" * 32))
+    assert restored is not None
+    assert fold(events[k:], restored[0]) == fold(events)
 
 
 def test_the_generator_reaches_ends_edits_and_pending_generations() -> None:
     """A property that never meets an end would prove nothing: this history must make one."""
     history: list[tuple[Op, Tier, Actor, int]] = [
-        ("say", "terminable", "model", 0),
-        ("redirect", "benign", "model", 0),
-        ("say", "terminable", "model", 0),
-        ("redirect", "benign", "model", 0),
-        ("say", "terminable", "model", 0),
-        ("warn", "benign", "model", 0),
-        ("say", "terminable", "model", 0),
-        ("end", "benign", "model", 0),
+        *LADDER_THEN_END,
         ("edit", "benign", "user", 1),
         ("start", "benign", "model", 0),
     ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from events.keys import Keyspace
 from events.schema import AnyEvent
 from events.store import Redis, RedisEventStore
-from projections.reader import ReadStats, ThreadReader
+from projections.reader import SNAPSHOT_TTL, ReadStats, ThreadReader
 from projections.snapshot import dump, load
 from projections.state import fold
 from tests.factories import ended, feedback, forked, posted, replied, started
@@ -77,14 +78,58 @@ async def test_deleting_the_snapshots_changes_no_answer(
     assert without.stats.snapshots_loaded == 0
 
 
-async def test_a_snapshot_of_another_format_or_unreadable_is_ignored(
-    store: RedisEventStore, client: Redis, keys: Keyspace
+@pytest.mark.parametrize("kind", ["unreadable", "other-format", "other-thread"])
+async def test_a_snapshot_coda_cannot_use_is_ignored(
+    store: RedisEventStore, client: Redis, keys: Keyspace, kind: str
 ) -> None:
     await grow(store, 3)
-    await client.set(keys.snapshot(T), b"\x00not a snapshot")
+    events = await everything(store)
+    good = msgspec.msgpack.decode(dump(fold(events), b"\x00" * 32))
+    if kind == "other-format":
+        good["format"] = 999
+    if kind == "other-thread":
+        good["thread_id"] = "another"
+    data = b"\x00not a snapshot" if kind == "unreadable" else msgspec.msgpack.encode(good)
+    await client.set(keys.snapshot(T), data)
     reader = ThreadReader(store)
-    assert await reader.state(T) == fold(await everything(store))
+    assert await reader.state(T) == fold(events)
     assert reader.stats.snapshots_loaded == 0
+
+
+async def test_snapshots_expire(store: RedisEventStore, client: Redis, keys: Keyspace) -> None:
+    await grow(store, 5)
+    await ThreadReader(store, snapshot_every=5).state(T)
+    assert 0 < await client.ttl(keys.snapshot(T)) <= SNAPSHOT_TTL
+
+
+async def test_kept_states_of_a_history_that_was_replaced_are_dropped(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    """As after a failover that lost writes, or a thread deleted and written anew."""
+    await grow(store, 10)
+    warm = ThreadReader(store, snapshot_every=5)
+    await warm.state(T)  # cached and snapshotted at version 21
+    for key in keys.append_keys(T)[:3]:
+        await client.delete(key)
+    fresh = RedisEventStore(client, keys, store._seal_key)
+    await fresh.append(T, [started(T, title="anew")], 0)
+    await grow(fresh, 12, 1)  # longer than the old history, and different
+
+    for reader in (warm, ThreadReader(store)):
+        state = await reader.state(T)
+        assert state == fold(await everything(fresh))
+        assert state.started is not None
+        assert state.started.title == "anew"
+    assert warm.stats.discarded == 1
+
+
+@pytest.mark.parametrize("at", [-1, 8])
+async def test_a_version_the_thread_does_not_have_is_an_error(
+    store: RedisEventStore, at: int
+) -> None:
+    await grow(store, 3)
+    with pytest.raises(ValueError, match=r"has versions 0\.\.7"):
+        await ThreadReader(store).state(T, at=at)
 
 
 @pytest.mark.parametrize("at", [0, 1, 4, 7])
@@ -110,4 +155,4 @@ def test_a_snapshot_round_trips_a_state_with_every_kind_of_entry() -> None:
         ended(T, "m1b", "thread"),
     ]
     state = fold(events)
-    assert load(dump(state)) == state
+    assert load(dump(state, b"\x01" * 32)) == (state, b"\x01" * 32)

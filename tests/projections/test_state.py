@@ -8,7 +8,7 @@ import immutables
 import pytest
 from msgspec.structs import replace
 
-from events.schema import AnyEvent, MessageClassified
+from events.schema import AnyEvent, MessageClassified, Tier
 from projections.branches import (
     PathCounters,
     UnknownMessageError,
@@ -190,13 +190,15 @@ def test_a_crisis_classification_flags_the_path() -> None:
         occurred_at=at(3),
     )
     state = fold([*events, crisis])
-    assert state.messages["m1"].classification == Classification(
-        tier="crisis",
-        categories=("S11",),
-        score=0.97,
-        classifier="rules",
-        classifier_version="1",
-        version=3,
+    assert state.messages["m1"].classifications == (
+        Classification(
+            tier="crisis",
+            categories=("S11",),
+            score=0.97,
+            classifier="rules",
+            classifier_version="1",
+            version=3,
+        ),
     )
     assert counters(path(state, "m1")) == PathCounters(crisis=True, classified=1)
 
@@ -216,3 +218,68 @@ def test_a_thread_wide_end_ends_every_branch() -> None:
 def test_a_path_to_an_unknown_message_is_an_error() -> None:
     with pytest.raises(UnknownMessageError, match="no message 'nope' in thread 't1'"):
         path(fold(EXCHANGE), "nope")
+
+
+def classified(message: str, tier: Tier, *, error: str | None = None) -> MessageClassified:
+    return MessageClassified(
+        thread_id=T,
+        actor="classifier",
+        message_id=message,
+        classifier="rules",
+        classifier_version="1",
+        tier=tier,
+        error=error,
+    )
+
+
+def test_a_classification_stored_before_its_message_is_kept_for_it() -> None:
+    state = fold([started(T), classified("m1", "crisis"), posted(T, "m1", None)])
+    assert state.messages["m1"].tier == "crisis"
+    assert state.early == immutables.Map()
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        pytest.param(("terminable", None), id="another-verdict"),
+        pytest.param(("unknown", "timeout"), id="a-failed-run"),
+        pytest.param(("benign", None), id="benign"),
+    ],
+)
+def test_a_crisis_flag_is_never_taken_back(later: tuple[Tier, str | None]) -> None:
+    tier, error = later
+    events = [started(T), posted(T, "m1", None), classified("m1", "crisis")]
+    state = fold([*events, classified("m1", tier, error=error)])
+    assert state.messages["m1"].tier == "crisis"
+    assert counters(path(state, "m1")).crisis
+
+
+def test_a_failed_classification_does_not_replace_a_decisive_one() -> None:
+    events = [started(T), posted(T, "m1", None), classified("m1", "terminable")]
+    state = fold([*events, classified("m1", "unknown", error="timeout")])
+    assert state.messages["m1"].tier == "terminable"
+    only_failed = fold([*events[:2], classified("m1", "unknown", error="x")])
+    assert only_failed.messages["m1"].tier == "unknown"
+
+
+@pytest.mark.parametrize("scope", ["branch", "thread"])
+def test_an_end_closes_the_generation_it_cut_off(scope: str) -> None:
+    events = [started(T), posted(T, "m1", None), reply_started(T, "r1", "m1")]
+    state = fold([*events, ended(T, "r1", scope)])  # type: ignore[arg-type]
+    reply = state.messages["r1"]
+    assert (reply.kind, reply.failure) == ("failed", "ended")
+    assert not counters(path(state, "r1")).pending
+
+
+def test_a_generation_running_below_the_active_tip_makes_the_thread_busy() -> None:
+    events = [started(T), posted(T, "m1", None), reply_started(T, "r1", "m1")]
+    state = fold([*events, posted(T, "m2", "r1")])
+    assert (active_tip(state), status(state)) == ("m2", "busy")
+
+
+def test_status_of_an_unknown_tip_is_an_error() -> None:
+    state = fold(EXCHANGE)
+    with pytest.raises(UnknownMessageError):
+        status(state, "nope")
+    with pytest.raises(UnknownMessageError):
+        tip_status(fold([*EXCHANGE, ended(T, "r1", "thread")]), "nope")
