@@ -1,6 +1,10 @@
 """The `coda` command line.
 
     coda verify THREAD [--json]      recompute a thread's hash chain and seals; exit 1 if broken
+    coda audit THREAD [--json]       verify, and judge every end of the thread; exit 1 if either
+                                     fails, naming the first bad version
+    coda replay THREAD [--tip ID] [--at VERSION] [--json]
+                                     print the conversation on a branch as it stood at a version
     coda events THREAD [--after N] [--limit N]
                                      print a thread's events as NDJSON
 
@@ -20,10 +24,16 @@ import msgspec
 
 from events.connect import RedisSettings, open_store
 from events.errors import EventStoreError
-from events.records import RecordedEvent
-from events.verify import VerifyReport
+from projections.audit import audit as audit_thread
+from projections.branches import active_tip
+from projections.reader import ThreadReader
+from service import reports
 
 _json = msgspec.json.Encoder()
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out as asked: one line on stderr, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
     try:
         return asyncio.run(command(args))
-    except EventStoreError as exc:
+    except (EventStoreError, CommandError) as exc:
         print(f"coda: {exc}", file=sys.stderr)
         return 2
 
@@ -39,49 +49,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def verify(args: argparse.Namespace) -> int:
     async with open_store(RedisSettings.from_env()) as store:
         report = await store.verify(args.thread)
-    if args.json:
-        print(_json.encode(_report_json(report)).decode())
-    else:
-        print(_report_text(report))
+    print(
+        _json.encode(reports.verify_json(report)).decode()
+        if args.json
+        else reports.verify_text(report)
+    )
     return 0 if report.ok else 1
+
+
+async def audit(args: argparse.Namespace) -> int:
+    async with open_store(RedisSettings.from_env()) as store:
+        report = await audit_thread(store, args.thread)
+    print(
+        _json.encode(reports.audit_json(report)).decode()
+        if args.json
+        else reports.audit_text(report)
+    )
+    return 0 if report.ok else 1
+
+
+async def replay(args: argparse.Namespace) -> int:
+    async with open_store(RedisSettings.from_env()) as store:
+        try:
+            state = await ThreadReader(store).state(args.thread, at=args.at)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    tip = args.tip or active_tip(state)
+    if tip is not None and tip not in state.messages:
+        raise CommandError(
+            f"thread {args.thread!r} has no message {tip!r} at version {state.version}"
+        )
+    print(
+        _json.encode(reports.replay_json(state, tip)).decode()
+        if args.json
+        else reports.replay_text(state, tip)
+    )
+    return 0
 
 
 async def events(args: argparse.Namespace) -> int:
     async with open_store(RedisSettings.from_env()) as store:
         for event in await store.read(args.thread, after=args.after, limit=args.limit):
-            sys.stdout.write(_json.encode(_event_json(event)).decode() + "\n")
+            sys.stdout.write(_json.encode(reports.event_json(event)).decode() + "\n")
     return 0
 
 
-def _report_json(report: VerifyReport) -> dict[str, Any]:
-    return {
-        "thread_id": report.thread_id,
-        "ok": report.ok,
-        "version": report.version,
-        "head": report.head.hex(),
-        "chain_ok": report.chain_ok,
-        "seal_ok": report.seal_ok,
-        "meta_ok": report.meta_ok,
-        "seals_checked": report.seals_checked,
-        "first_bad_version": report.first_bad_version,
-        "problems": msgspec.to_builtins(report.problems),
-    }
-
-
-def _report_text(report: VerifyReport) -> str:
-    if report.ok:
-        return (
-            f"{report.thread_id}: ok, {report.version} events, "
-            f"{report.seals_checked} seal(s), head {report.head.hex()}"
-        )
-    lines = [f"{report.thread_id}: BROKEN at version {report.first_bad_version}"]
-    lines += [f"  version {p.version} [{p.area}]: {p.reason}" for p in report.problems]
-    return "\n".join(lines)
-
-
-def _event_json(recorded: RecordedEvent) -> dict[str, Any]:
-    event: dict[str, Any] = msgspec.to_builtins(recorded.event)
-    return {"version": recorded.version, "hash": recorded.hash.hex(), **event}
+def _show(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(_json.encode(data).decode() if args.json else text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("thread")
     cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     cmd.set_defaults(run=verify)
+
+    cmd = commands.add_parser("audit", help="verify a thread and judge each of its ends")
+    cmd.add_argument("thread")
+    cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    cmd.set_defaults(run=audit)
+
+    cmd = commands.add_parser("replay", help="print the conversation on a branch")
+    cmd.add_argument("thread")
+    cmd.add_argument("--tip", help="the branch's tip (default: the newest)")
+    cmd.add_argument("--at", type=_whole, help="as it stood at this version (default: now)")
+    cmd.add_argument("--json", action="store_true", help="print it as JSON")
+    cmd.set_defaults(run=replay)
 
     cmd = commands.add_parser("events", help="print a thread's events as NDJSON")
     cmd.add_argument("thread")

@@ -95,3 +95,48 @@ def test_a_negative_after_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
         main(["events", T, "--after", "-1"])
     assert caught.value.code == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_audit_reports_an_end_made_without_the_ladder_and_exits_1(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The thread of the fixture was ended by the model with no ladder: unjustified."""
+    assert main(["audit", thread, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["chain_ok"], report["first_bad_version"]) == (False, True, 4)
+    assert report["ends"][0]["verdict"] == "0 of 2 redirections given"
+    assert [m["id"] for m in report["ends"][0]["path"]] == ["m1", "r1"]
+
+
+def test_audit_text_names_the_unjustified_end(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", thread]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{thread}: FAILED at version 4")
+    assert "NOT JUSTIFIED — 0 of 2 redirections given" in out
+
+
+def test_replay_prints_the_branch_as_it_stood_at_a_version(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", thread, "--at", "2", "--json"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert (replayed["version"], replayed["tip"], replayed["status"]) == (2, "m1", "open")
+    assert [m["content"] for m in replayed["messages"]] == ["hello"]
+
+    assert main(["replay", thread]) == 0
+    text = capsys.readouterr().out
+    assert "assistant (answer): hi there" in text
+    assert "ended by model at version 4" in text
+
+
+def test_replay_of_a_tip_the_thread_lacks_is_a_one_line_error(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", thread, "--tip", "nope"]) == 2
+    assert (
+        capsys.readouterr().err == f"coda: thread '{thread}' has no message 'nope' at version 4\n"
+    )
+    assert main(["replay", thread, "--at", "9"]) == 2
+    assert "has versions 0..4, not 9" in capsys.readouterr().err
