@@ -7,6 +7,8 @@
                                      print the conversation on a branch as it stood at a version
     coda events THREAD [--after N] [--limit N]
                                      print a thread's events as NDJSON
+    coda export THREAD [-o FILE]     write a thread as NDJSON with a manifest (stdout by default)
+    coda import [FILE]               check an export whole, then append it (stdin by default)
 
 Where the events live comes from the environment (REDIS_URL, CODA_DATA_DIR, ...; see
 docs/storage.md). Errors are one line on stderr, with exit status 2.
@@ -17,13 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import msgspec
 
 from events.connect import RedisSettings, open_store
 from events.errors import EventStoreError
+from events.transfer import export_thread, import_thread
 from projections.audit import audit as audit_thread
 from projections.branches import active_tip
 from projections.reader import ThreadReader
@@ -41,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
     try:
         return asyncio.run(command(args))
-    except (EventStoreError, CommandError) as exc:
+    except (EventStoreError, CommandError) as exc:  # TransferError is an EventStoreError
         print(f"coda: {exc}", file=sys.stderr)
         return 2
 
@@ -94,6 +98,42 @@ async def events(args: argparse.Namespace) -> int:
     return 0
 
 
+async def export(args: argparse.Namespace) -> int:
+    async with open_store(RedisSettings.from_env()) as store:
+        version, _ = await store.version(args.thread)
+        if version == 0:
+            raise CommandError(f"there is no thread {args.thread!r}")
+        lines = await export_thread(store, args.thread)
+    _write(args.output, lines)
+    return 0
+
+
+async def import_(args: argparse.Namespace) -> int:
+    lines = _read(args.file)
+    async with open_store(RedisSettings.from_env()) as store:
+        result = await import_thread(store, lines)
+    if result is not None:
+        done = "already imported" if result.replayed else "imported"
+        print(f"{result.thread_id}: {done}, {result.last_version} events")
+    return 0
+
+
+def _write(path: str | None, lines: Iterable[bytes]) -> None:
+    try:
+        with open(path, "wb") if path else nullcontext(sys.stdout.buffer) as out:
+            out.writelines(lines)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _read(path: str | None) -> list[bytes]:
+    try:
+        with open(path, "rb") if path else nullcontext(sys.stdin.buffer) as source:
+            return source.read().splitlines()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def _show(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(_json.encode(data).decode() if args.json else text)
 
@@ -118,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--at", type=_whole, help="as it stood at this version (default: now)")
     cmd.add_argument("--json", action="store_true", help="print it as JSON")
     cmd.set_defaults(run=replay)
+
+    cmd = commands.add_parser("export", help="write a thread as NDJSON with a manifest")
+    cmd.add_argument("thread")
+    cmd.add_argument("-o", "--output", help="the file to write (default: stdout)")
+    cmd.set_defaults(run=export)
+
+    cmd = commands.add_parser("import", help="check an export, then append it")
+    cmd.add_argument("file", nargs="?", help="the export to read (default: stdin)")
+    cmd.set_defaults(run=import_)
 
     cmd = commands.add_parser("events", help="print a thread's events as NDJSON")
     cmd.add_argument("thread")

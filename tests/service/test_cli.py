@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,34 @@ def test_replay_of_a_tip_the_thread_lacks_is_a_one_line_error(
     )
     assert main(["replay", thread, "--at", "9"]) == 2
     assert "has versions 0..4, not 9" in capsys.readouterr().err
+
+
+def test_export_then_import_under_another_prefix_recreates_the_thread(
+    thread: str,
+    env: Keyspace,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    exported = tmp_path / "thread.ndjson"
+    assert main(["export", thread, "-o", str(exported)]) == 0
+    other = Keyspace(prefix=f"{env.prefix}-copy")
+    monkeypatch.setenv("CODA_KEY_PREFIX", other.prefix)
+    try:
+        assert main(["import", str(exported)]) == 0
+        assert capsys.readouterr().out == f"{thread}: imported, 4 events\n"
+        assert main(["import", str(exported)]) == 0
+        assert capsys.readouterr().out == f"{thread}: already imported, 4 events\n"
+        assert main(["verify", thread]) == 0
+    finally:
+        on_store(redis_url, other, "clean")
+
+
+def test_import_of_a_missing_file_or_export_of_no_thread_is_a_one_line_error(
+    env: Keyspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", str(tmp_path / "nope.ndjson")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["export", "nothing-here"]) == 2
+    assert capsys.readouterr().err == "coda: there is no thread 'nothing-here'\n"
