@@ -1,0 +1,188 @@
+"""Replaying and reading threads: coda against the eventsourcing library, and long against short.
+
+    python bench/replay.py [--events N]
+
+Uses REDIS_URL if set, else the embedded Redis in a temporary directory. Prints two JSON lines:
+
+- bench `replay`: XRANGE + decode + fold of an N-event thread (default 10,000) against the
+  eventsourcing library (the `bench` extra) replaying an aggregate of N events from its own
+  in-memory store; ratio = peer seconds / coda seconds, goal >= 10. Without the library the
+  line says so and has no ratio.
+- bench `read`: a current-state read of the N-event thread against one of a 10-event thread,
+  through a warm `ThreadReader`; ratio = long / short, goal <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from events.connect import client_for
+from events.embedded import EmbeddedRedis
+from events.keys import Keyspace
+from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
+from events.store import RedisEventStore
+from projections.reader import ThreadReader
+from projections.state import fold
+
+QUESTION = "How do I keep a long conversation coherent across sessions? " * 2
+ANSWER = "Keep a running summary, and restate the goal when the topic shifts. " * 6
+
+
+def conversation(thread: str, count: int) -> list[list[AnyEvent]]:
+    """`count` events (a start, then exchanges), in batches of up to 64."""
+    events: list[AnyEvent] = [
+        ThreadStarted(
+            thread_id=thread,
+            actor="user",
+            tenant="bench",
+            owner="bench",
+            model="scripted",
+            policy=PolicyRef(name="ladder", version="1"),
+        )
+    ]
+    parent = None
+    i = 0
+    while len(events) < count:
+        m, r = f"m{i}", f"r{i}"
+        events.append(
+            MessagePosted(
+                thread_id=thread, actor="user", message_id=m, parent_id=parent, content=QUESTION
+            )
+        )
+        events.append(
+            ReplyCompleted(
+                thread_id=thread,
+                actor="model",
+                message_id=r,
+                parent_id=m,
+                content=ANSWER,
+                kind="answer",
+                content_sha256="0" * 64,
+            )
+        )
+        parent, i = r, i + 1
+    events = events[:count]
+    if count > 1 and isinstance(events[-1], MessagePosted):
+        events.pop()  # keep whole exchanges
+    return [events[:1]] + [events[k : k + 64] for k in range(1, len(events), 64)]
+
+
+async def write(store: RedisEventStore, thread: str, count: int) -> None:
+    version = 0
+    for batch in conversation(thread, count):
+        version = (await store.append(thread, batch, version)).last_version
+
+
+async def best(work: Callable[[], Awaitable[object]], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        await work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peer_seconds(count: int, rounds: int) -> float | None:
+    """The eventsourcing library replaying an aggregate of `count` events, or None."""
+    try:
+        from eventsourcing.application import Application
+        from eventsourcing.domain import Aggregate, event
+    except ImportError:
+        return None
+
+    class Thread(Aggregate):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+
+        @event("Posted")  # type: ignore[misc]
+        def post(self, content: str) -> None:
+            self.messages.append(content)
+
+    app = Application()
+    aggregate = Thread()
+    for i in range(count - 1):
+        aggregate.post(QUESTION if i % 2 == 0 else ANSWER)
+    app.save(aggregate)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        app.repository.get(aggregate.id)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+async def run(url: str, count: int, rounds: int) -> None:
+    client = client_for(url)
+    keys = Keyspace(prefix=f"bench-{os.getpid()}")
+    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
+    try:
+        await write(store, "long", count)
+        await write(store, "short", 10)
+
+        async def replay() -> object:
+            return fold([e.event async for e in store.events("long")])
+
+        coda = await best(replay, rounds)
+        peer = peer_seconds(count, rounds)
+        line: dict[str, object] = {
+            "bench": "replay",
+            "case": f"{count} events, eventsourcing peer",
+            "value": round(coda, 4),
+            "unit": "s",
+            "goal": ">= 10",
+        }
+        if peer is None:
+            line["note"] = "install the bench extra (eventsourcing) for the peer"
+        else:
+            line |= {"baseline": round(peer, 4), "ratio": round(peer / coda, 2)}
+        print(json.dumps(line), flush=True)
+
+        reader = ThreadReader(store)
+        await reader.state("long")
+        await reader.state("short")
+        reads = 200
+        long_reads = [await best(lambda: reader.state("long"), 1) for _ in range(reads)]
+        short_reads = [await best(lambda: reader.state("short"), 1) for _ in range(reads)]
+        long_t, short_t = statistics.median(long_reads), statistics.median(short_reads)
+        print(
+            json.dumps(
+                {
+                    "bench": "read",
+                    "case": f"{count} vs 10 events",
+                    "value": round(long_t * 1e6, 1),
+                    "baseline": round(short_t * 1e6, 1),
+                    "unit": "us",
+                    "ratio": round(long_t / short_t, 3),
+                    "goal": "<= 1.5",
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if url := os.environ.get("REDIS_URL"):
+        asyncio.run(run(url, args.events, args.rounds))
+        return
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
+        asyncio.run(run(server.url, args.events, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
