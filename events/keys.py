@@ -20,6 +20,14 @@ MAX_PARTITIONS: Final = 16384  # one slot each at most; more would only share sl
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _THREAD_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_VIEW_RE: Final = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def check_view(view: str) -> str:
+    """The view name, if it is 1-32 characters of a-z 0-9 and -."""
+    if not _VIEW_RE.fullmatch(view):
+        raise InvalidNameError(f"invalid view name {view!r}: use 1-32 characters of a-z 0-9 -")
+    return view
 
 
 def check_thread_id(thread_id: str) -> str:
@@ -61,15 +69,29 @@ class Keyspace:
         """A hash: event ids (for idempotent appends) and the message tree (for the lock)."""
         return f"{self._tag(thread_id)}:index:{thread_id}"
 
+    def view_thread(self, view: str, thread_id: str) -> str:
+        """A hash: the thread's summary in a view, with the version it was taken at."""
+        return f"{self._tag(check_thread_id(thread_id))}:view:{check_view(view)}:thread:{thread_id}"
+
+    def view_analytics(self, view: str, partition: int, tenant: str, day: str) -> str:
+        """A hash: a view's analytics counters for one tenant and day, from one partition."""
+        return f"{self._partition_tag(partition)}:view:{check_view(view)}:analytics:{tenant}:{day}"
+
+    def view_owner(self, view: str, tenant: str, owner: str) -> str:
+        """A sorted set: an owner's threads in a view, by last update (no hash tag: any slot)."""
+        return f"{self.prefix}:view:{check_view(view)}:owner:{tenant}:{owner}"
+
+    def dead_letters(self, view: str, partition: int) -> str:
+        """A stream: feed entries a view's projector gave up on, with the error."""
+        return f"{self._partition_tag(partition)}:dead:{check_view(view)}"
+
     def snapshot(self, thread_id: str) -> str:
         """A string: the thread's folded state at some version, a cache the projections keep."""
         return f"{self._tag(check_thread_id(thread_id))}:snapshot:{thread_id}"
 
     def feed(self, partition: int) -> str:
         """The partition's feed: every event of its threads, in append order, for consumers."""
-        if not 0 <= partition < self.partitions:
-            raise InvalidNameError(f"partition must be 0..{self.partitions - 1}, not {partition}")
-        return f"{self.prefix}:{{{partition}}}:feed"
+        return f"{self._partition_tag(partition)}:feed"
 
     def append_keys(self, thread_id: str) -> tuple[str, str, str, str]:
         """KEYS of the append script, in its order: stream, meta, index, feed."""
@@ -88,3 +110,8 @@ class Keyspace:
 
     def _tag(self, thread_id: str) -> str:
         return f"{self.prefix}:{{{self.partition(thread_id)}}}"
+
+    def _partition_tag(self, partition: int) -> str:
+        if not 0 <= partition < self.partitions:
+            raise InvalidNameError(f"partition must be 0..{self.partitions - 1}, not {partition}")
+        return f"{self.prefix}:{{{partition}}}"

@@ -48,8 +48,8 @@ class Script(NamedTuple):
     sha: str
 
     @classmethod
-    def load(cls, name: str) -> Script:
-        body = resources.files("events").joinpath(name).read_text()
+    def load(cls, name: str, package: str = "events") -> Script:
+        body = resources.files(package).joinpath(name).read_text()
         return cls(body, hashlib.sha1(body.encode()).hexdigest())
 
 

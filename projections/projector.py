@@ -1,0 +1,276 @@
+"""The projector: consumer groups over every partition's feed, keeping a view up to date.
+
+A view holds each thread's summary (for thread lists) and analytics counters per tenant and day.
+Delivery is at least once; the effect is exactly once: a thread's summary carries the version it
+was taken at, and the script that writes it (with the analytics the new events add) runs only if
+the view is still at the version the projector read. A feed entry for a version the view already
+has is acknowledged and changes nothing; one ahead of the view makes the projector catch up from
+the thread's own stream, so per-thread order holds whatever order entries arrive in and however
+many projectors share the work.
+
+On each pass over a partition the projector first takes its own pending entries (what it was
+given before a crash), then entries idle on other consumers (`XAUTOCLAIM`), then new ones. An
+entry that fails `max_deliveries` times goes to the partition's dead-letter stream and is
+acknowledged, so one poison entry cannot stall a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final, cast
+
+import msgspec
+
+from events.errors import EventStoreError, redis_errors
+from events.schema import new_id
+from events.store import RedisEventStore, Script
+from projections.state import EMPTY, ThreadState, apply, fold
+from projections.views import day_of, increments, summary, tenant_of
+
+VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
+DEFAULT_VIEW: Final = "live"
+SETTLE_ATTEMPTS: Final = 8
+
+
+class ProjectorError(EventStoreError):
+    """A feed entry the projector could not apply."""
+
+
+class PassStats(msgspec.Struct, kw_only=True):
+    """What one pass did: entries applied, skipped as already applied, claimed, dead-lettered."""
+
+    applied: int = 0
+    skipped: int = 0
+    claimed: int = 0
+    failed: int = 0
+    dead: int = 0
+
+    @property
+    def handled(self) -> int:
+        return self.applied + self.skipped + self.dead
+
+
+class Projector:
+    """One consumer of a view's group, over every partition of the feed."""
+
+    def __init__(
+        self,
+        store: RedisEventStore,
+        *,
+        view: str = DEFAULT_VIEW,
+        consumer: str | None = None,
+        batch: int = 100,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.view = view
+        self.group = f"view:{view}"
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self.batch = batch
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self._states: dict[str, ThreadState] = {}
+        self._failures: Counter[tuple[int, str]] = Counter()
+        self._grouped = False
+
+    async def run_once(self) -> PassStats:
+        """One pass over every partition: own pending entries, claimed ones, then new ones."""
+        if not self._grouped:
+            await self._create_groups()
+        stats = PassStats()
+        for partition in range(self.keys.partitions):
+            await self._partition(partition, stats)
+        return stats
+
+    async def run(self, stop: asyncio.Event, idle_wait: float = 0.2) -> None:
+        """Pass after pass until `stop` is set, waiting a little after a pass that found nothing."""
+        while not stop.is_set():
+            stats = await self.run_once()
+            if stats.handled == 0 and stats.failed == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), idle_wait)
+
+    async def checkpoint(self, thread_id: str) -> int:
+        """The version of the thread the view holds (0: none)."""
+        with redis_errors():
+            raw = await self.store.redis.hget(
+                self.keys.view_thread(self.view, thread_id), "version"
+            )
+        return int(cast(bytes, raw)) if raw else 0
+
+    async def _create_groups(self) -> None:
+        for partition in range(self.keys.partitions):
+            try:
+                with redis_errors():
+                    await self.store.redis.xgroup_create(
+                        self.keys.feed(partition), self.group, id="0", mkstream=True
+                    )
+            except EventStoreError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._grouped = True
+
+    async def _partition(self, partition: int, stats: PassStats) -> None:
+        feed = self.keys.feed(partition)
+        redis_ = self.store.redis
+        with redis_errors():
+            own = await redis_.xreadgroup(self.group, self.consumer, {feed: "0"}, count=self.batch)
+            claimed = await redis_.xautoclaim(
+                feed, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+            )
+            new = await redis_.xreadgroup(self.group, self.consumer, {feed: ">"}, count=self.batch)
+        taken = _entries(own) + list(claimed[1]) + _entries(new)
+        stats.claimed += len(claimed[1])
+        seen: set[bytes] = set()
+        for entry_id, fields in taken:
+            if entry_id in seen or not fields:
+                continue
+            seen.add(entry_id)
+            await self._entry(partition, feed, entry_id, fields, stats)
+
+    async def _entry(
+        self,
+        partition: int,
+        feed: str,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        stats: PassStats,
+    ) -> None:
+        try:
+            applied = await self._apply(fields[b"thread"].decode(), int(fields[b"version"]))
+        except (EventStoreError, msgspec.DecodeError, KeyError, ValueError) as exc:
+            await self._failed(partition, feed, entry_id, fields, exc, stats)
+            return
+        with redis_errors():
+            await self.store.redis.xack(feed, self.group, entry_id)
+        self._failures.pop((partition, entry_id.decode()), None)
+        if applied:
+            stats.applied += 1
+        else:
+            stats.skipped += 1
+
+    async def _failed(
+        self,
+        partition: int,
+        feed: str,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        error: Exception,
+        stats: PassStats,
+    ) -> None:
+        key = (partition, entry_id.decode())
+        self._failures[key] += 1
+        stats.failed += 1
+        with redis_errors():
+            pending = await self.store.redis.xpending_range(
+                feed, self.group, min=entry_id, max=entry_id, count=1
+            )
+        delivered = int(pending[0]["times_delivered"]) if pending else 0
+        if max(self._failures[key], delivered) < self.max_deliveries:
+            return
+        dead: dict[Any, Any] = {**fields, b"entry": entry_id, b"error": str(error)[:1000]}
+        with redis_errors():
+            await self.store.redis.xadd(self.keys.dead_letters(self.view, partition), dead)
+            await self.store.redis.xack(feed, self.group, entry_id)
+        self._failures.pop(key, None)
+        stats.dead += 1
+
+    async def _apply(self, thread_id: str, version: int) -> bool:
+        """Bring the thread's view to at least `version`; False if it was there already."""
+        for _ in range(SETTLE_ATTEMPTS):
+            at = await self.checkpoint(thread_id)
+            if version <= at:
+                await self._index_owner(thread_id)
+                return False
+            if await self._write(thread_id, at):
+                return True
+        raise ProjectorError(f"thread {thread_id!r}: the view kept moving under the projector")
+
+    async def _write(self, thread_id: str, at: int) -> bool:
+        """Fold the events after `at` into the view; False if another projector moved it first."""
+        before = await self._state_at(thread_id, at)
+        recorded = [e async for e in self.store.events(thread_id, after=at)]
+        by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        state = before
+        for item in recorded:
+            by_day[day_of(item.event)] += increments(state, item.event)
+            state = apply(state, item.event)
+        if state.version == at:
+            return True
+        written = await self._script(thread_id, at, state, by_day)
+        if written:
+            self._states[thread_id] = state
+            await self._index_owner(thread_id, state)
+        return written
+
+    async def _state_at(self, thread_id: str, version: int) -> ThreadState:
+        cached = self._states.get(thread_id)
+        if cached is not None and cached.version == version:
+            return cached
+        if version == 0:
+            return EMPTY
+        events = [e.event async for e in self.store.events(thread_id, until=version)]
+        return fold(events)
+
+    async def _script(
+        self,
+        thread_id: str,
+        at: int,
+        state: ThreadState,
+        by_day: dict[str, Counter[str]],
+    ) -> bool:
+        partition = self.keys.partition(thread_id)
+        tenant = tenant_of(state)
+        days = sorted(day for day, counts in by_day.items() if counts)
+        keys = [self.keys.view_thread(self.view, thread_id)]
+        keys += [self.keys.view_analytics(self.view, partition, tenant, day) for day in days]
+        fields = summary(state)
+        args: list[Any] = [at, state.version, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+        for k, day in enumerate(days, start=2):
+            for name, amount in sorted(by_day[day].items()):
+                args += [k, name, amount]
+        reply = await self.store.run_script(keys, [str(a).encode() for a in args], VIEW_SCRIPT)
+        return int(reply) == -1
+
+    async def _index_owner(self, thread_id: str, state: ThreadState | None = None) -> None:
+        """List the thread under its owner (another slot: written after, and re-asserted)."""
+        if state is None:
+            with redis_errors():
+                raw = cast(
+                    list[bytes | None],
+                    await self.store.redis.hmget(
+                        self.keys.view_thread(self.view, thread_id),
+                        ["tenant", "owner", "updated_at"],
+                    ),
+                )
+            tenant, owner, updated = (v.decode() if v else "" for v in raw)
+        else:
+            fields = summary(state)
+            tenant, owner, updated = fields["tenant"], fields["owner"], fields["updated_at"]
+        if not owner or not updated:
+            return
+        score = datetime.fromisoformat(updated).timestamp()
+        with redis_errors():
+            await self.store.redis.zadd(
+                self.keys.view_owner(self.view, tenant, owner), {thread_id: score}
+            )
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XREADGROUP reply over one stream (RESP2 or RESP3 shape)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        streams: Sequence[Any] = list(reply.values())
+        return [tuple(e) for e in streams[0][0]] if streams and streams[0] else []
+    return [(entry_id, fields) for entry_id, fields in reply[0][1]]

@@ -1,0 +1,201 @@
+"""The projector on every backend: views equal the fold, whatever the delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from events.keys import Keyspace
+from events.schema import AnyEvent
+from events.store import Redis, RedisEventStore
+from projections.projector import Projector
+from projections.state import apply, fold
+from projections.views import day_of, increments, summary, tenant_of
+from tests.factories import ended, feedback, forked, posted, redirected, replied, started
+
+pytestmark = pytest.mark.anyio
+
+THREADS = ("pa", "pb", "pc")
+
+
+async def converse(store: RedisEventStore, thread: str) -> None:
+    """A short conversation with a redirect, an end, an edit and feedback."""
+    batches: list[list[AnyEvent]] = [
+        [started(thread, title=f"about {thread}")],
+        [posted(thread, "m1", None), redirected(thread, "r1", "m1")],
+        [posted(thread, "m2", "r1"), replied(thread, "r2", "m2"), ended(thread, "r2")],
+        [feedback(thread, "r2"), forked(thread, "m2", "r1", "m2b"), posted(thread, "m2b", "r1")],
+    ]
+    version = 0
+    for batch in batches:
+        version = (await store.append(thread, batch, version)).last_version
+
+
+async def expected(store: RedisEventStore, threads: tuple[str, ...]) -> Counter[str]:
+    """The analytics all events of `threads` add, as field -> count, over tenants and days."""
+    total: Counter[str] = Counter()
+    for thread in threads:
+        state = fold([])
+        for item in [e async for e in store.events(thread)]:
+            total += increments(state, item.event)
+            state = apply(state, item.event)
+    return total
+
+
+async def analytics(client: Redis, keys: Keyspace, view: str) -> Counter[str]:
+    total: Counter[str] = Counter()
+    async for key in client.scan_iter(match=f"{keys.prefix}:*:view:{view}:analytics:*"):
+        for field, value in (await client.hgetall(key)).items():
+            total[field.decode()] += int(value)
+    return total
+
+
+async def assert_view_is_the_fold(
+    store: RedisEventStore, client: Redis, view: str, threads: tuple[str, ...]
+) -> None:
+    for thread in threads:
+        state = fold([e.event async for e in store.events(thread)])
+        stored = await client.hgetall(store.keys.view_thread(view, thread))
+        want = {k.encode(): v.encode() for k, v in summary(state).items()}
+        assert stored == {**want, b"version": str(state.version).encode()}
+        tenant = tenant_of(state)
+        owned = await client.zrange(store.keys.view_owner(view, tenant, "u1"), 0, -1)
+        assert thread.encode() in owned
+    assert await analytics(client, store.keys, view) == await expected(store, threads)
+
+
+async def drain(projector: Projector) -> None:
+    while (await projector.run_once()).handled:
+        pass
+
+
+async def test_one_pass_brings_every_view_to_the_fold(
+    store: RedisEventStore, client: Redis
+) -> None:
+    for thread in THREADS:
+        await converse(store, thread)
+    await drain(Projector(store))
+    await assert_view_is_the_fold(store, client, "live", THREADS)
+
+
+async def test_entries_redelivered_after_a_crash_before_the_ack_change_nothing(
+    store: RedisEventStore, client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await converse(store, "pa")
+    crashed = Projector(store, consumer="worker-1")
+    monkeypatch.setattr(client, "xack", _refuse)
+    with pytest.raises(RuntimeError, match="crashed before the ack"):
+        await crashed.run_once()  # the view was written, the entry not acknowledged
+    monkeypatch.undo()
+
+    restarted = Projector(store, consumer="worker-1")
+    stats = await restarted.run_once()
+
+    assert stats.skipped >= 1  # its own pending entry, drained first, changes nothing
+
+    await drain(restarted)
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
+    for partition in range(store.keys.partitions):
+        pending = await client.xpending(store.keys.feed(partition), "view:live")
+        assert pending["pending"] == 0
+
+
+async def _refuse(*args: object, **kwargs: object) -> int:
+    raise RuntimeError("crashed before the ack")
+
+
+async def test_entries_of_a_dead_consumer_are_claimed_after_their_idle_time(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await converse(store, "pb")
+    dead = Projector(store, consumer="dead")
+    await dead.run_once()  # creates the groups
+    await converse(store, "pc")
+    feed = store.keys.feed(store.keys.partition("pc"))
+    taken = await client.xreadgroup("view:live", "dead", {feed: ">"})
+    assert taken  # now pending on a consumer that will never ack
+
+    live = Projector(store, consumer="alive", claim_idle_ms=0)
+    stats = await live.run_once()
+
+    assert stats.claimed >= 1
+    assert (await client.xpending(feed, "view:live"))["pending"] == 0
+    await assert_view_is_the_fold(store, client, "live", ("pb", "pc"))
+
+
+async def test_a_poison_entry_goes_to_the_dead_letters_and_stops_nothing(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await converse(store, "pa")
+    feed = store.keys.feed(store.keys.partition("pa"))
+    projector = Projector(store, max_deliveries=3)
+    await projector.run_once()
+    await client.xadd(feed, {"thread": "pa", "version": "not a number"})
+    await converse(store, "pb")
+
+    for _ in range(4):
+        await projector.run_once()
+
+    dead = await client.xrange(store.keys.dead_letters("live", store.keys.partition("pa")))
+    assert len(dead) == 1
+    assert dead[0][1][b"version"] == b"not a number"
+    assert b"invalid literal" in dead[0][1][b"error"]
+    assert (await client.xpending(feed, "view:live"))["pending"] == 0
+    await assert_view_is_the_fold(store, client, "live", ("pa", "pb"))
+
+
+async def test_a_view_rebuilt_from_zero_equals_the_live_one(
+    store: RedisEventStore, client: Redis
+) -> None:
+    live = Projector(store)
+    for thread in THREADS:
+        await converse(store, thread)
+        await live.run_once()  # the live view follows as the threads grow
+    await drain(Projector(store, view="rebuild"))
+
+    for thread in THREADS:
+        assert await client.hgetall(store.keys.view_thread("rebuild", thread)) == (
+            await client.hgetall(store.keys.view_thread("live", thread))
+        )
+    assert await analytics(client, store.keys, "rebuild") == await analytics(
+        client, store.keys, "live"
+    )
+
+
+async def test_two_projectors_sharing_the_work_count_every_event_once(
+    store: RedisEventStore, client: Redis
+) -> None:
+    one, two = Projector(store, consumer="one"), Projector(store, consumer="two")
+    await one.run_once()
+
+    async def write() -> None:
+        for thread in THREADS:
+            await converse(store, thread)
+
+    async def project(projector: Projector) -> None:
+        for _ in range(6):
+            await projector.run_once()
+
+    await asyncio.gather(write(), project(one), project(two))
+    await drain(one)
+    await drain(two)
+
+    await assert_view_is_the_fold(store, client, "live", THREADS)
+
+
+async def test_an_entry_ahead_of_the_view_catches_up_from_the_thread(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await converse(store, "pa")
+    projector = Projector(store)
+    assert await projector._apply("pa", 11)
+    assert await projector.checkpoint("pa") == 9
+    assert not await projector._apply("pa", 3)
+    await drain(projector)
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
+
+
+def test_day_of_is_the_events_utc_date() -> None:
+    assert day_of(started("x")) == started("x").occurred_at.date().isoformat()
