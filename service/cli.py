@@ -9,6 +9,10 @@
                                      print a thread's events as NDJSON
     coda export THREAD [-o FILE]     write a thread as NDJSON with a manifest (stdout by default)
     coda import [FILE]               check an export whole, then append it (stdin by default)
+    coda project [--view NAME] [--once]
+                                     keep a view (thread summaries, analytics) up to date
+    coda analytics --tenant T [--from DAY] [--to DAY] [--view NAME] [--json]
+                                     print a view's analytics, a column a day
 
 Where the events live comes from the environment (REDIS_URL, CODA_DATA_DIR, ...; see
 docs/storage.md). Errors are one line on stderr, with exit status 2.
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import nullcontext
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -28,8 +34,10 @@ import msgspec
 from events.connect import RedisSettings, open_store
 from events.errors import EventStoreError
 from events.transfer import export_thread, import_thread
+from projections.analytics import AnalyticsRangeError, read_analytics
 from projections.audit import audit as audit_thread
 from projections.branches import active_tip
+from projections.projector import DEFAULT_VIEW, Projector
 from projections.reader import ThreadReader
 from service import reports
 
@@ -118,6 +126,36 @@ async def import_(args: argparse.Namespace) -> int:
     return 0
 
 
+async def project(args: argparse.Namespace) -> int:
+    async with open_store(RedisSettings.from_env()) as store:
+        projector = Projector(store, view=args.view)
+        if args.once:
+            total = 0
+            while (stats := await projector.run_once()).handled or stats.failed:
+                total += stats.handled
+                print(f"view {args.view}: {total} entries so far", file=sys.stderr, flush=True)
+            print(f"view {args.view}: up to date, {total} entries handled")
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await projector.run(stop)
+    return 0
+
+
+async def analytics(args: argparse.Namespace) -> int:
+    today = datetime.now(UTC).date()
+    first, last = args.first or today - timedelta(days=6), args.last or today
+    async with open_store(RedisSettings.from_env()) as store:
+        try:
+            counters = await read_analytics(store, args.tenant, first, last, view=args.view)
+        except AnalyticsRangeError as exc:
+            raise CommandError(str(exc)) from exc
+    _show(args, reports.analytics_json(args.tenant, counters), reports.analytics_text(counters))
+    return 0
+
+
 def _write(path: str | None, lines: Iterable[bytes]) -> None:
     try:
         with open(path, "wb") if path else nullcontext(sys.stdout.buffer) as out:
@@ -168,12 +206,32 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("file", nargs="?", help="the export to read (default: stdin)")
     cmd.set_defaults(run=import_)
 
+    cmd = commands.add_parser("project", help="keep a view up to date from the feed")
+    cmd.add_argument("--view", default=DEFAULT_VIEW, help="the view (default: live)")
+    cmd.add_argument("--once", action="store_true", help="catch up, then exit")
+    cmd.set_defaults(run=project)
+
+    cmd = commands.add_parser("analytics", help="print a view's analytics for a tenant")
+    cmd.add_argument("--tenant", required=True)
+    cmd.add_argument("--from", dest="first", type=_day, help="first day (default: 6 days ago)")
+    cmd.add_argument("--to", dest="last", type=_day, help="last day (default: today, UTC)")
+    cmd.add_argument("--view", default=DEFAULT_VIEW, help="the view (default: live)")
+    cmd.add_argument("--json", action="store_true", help="print them as JSON")
+    cmd.set_defaults(run=analytics)
+
     cmd = commands.add_parser("events", help="print a thread's events as NDJSON")
     cmd.add_argument("thread")
     cmd.add_argument("--after", type=_whole, default=0, help="only versions above this")
     cmd.add_argument("--limit", type=_positive, default=1000, help="at most this many")
     cmd.set_defaults(run=events)
     return parser
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from exc
 
 
 def _whole(text: str) -> int:

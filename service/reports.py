@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -110,6 +111,33 @@ def replay_text(state: ThreadState, tip: str | None) -> str:
     if end is not None:
         lines.append(f"      ended by {end.actor} at version {end.version}: {end.reason}")
     return "\n".join(lines)
+
+
+def analytics_json(tenant: str, counters: dict[str, Counter[str]]) -> dict[str, Any]:
+    total: Counter[str] = Counter()
+    for day in counters.values():
+        total += day
+    return {
+        "tenant": tenant,
+        "days": {day: dict(sorted(c.items())) for day, c in counters.items()},
+        "total": dict(sorted(total.items())),
+    }
+
+
+def analytics_text(counters: dict[str, Counter[str]]) -> str:
+    """A table: a row a counter, a column a day, and the total."""
+    names = sorted({name for day in counters.values() for name in day})
+    if not names:
+        return "no analytics for these days"
+    days = list(counters)
+    width = max(len(n) for n in names)
+    head = f"{'':<{width}}  " + "  ".join(f"{d[5:]:>6}" for d in days) + f"  {'total':>7}"
+    rows = [head]
+    for name in names:
+        values = [counters[d][name] for d in days]
+        cells = "  ".join(f"{v:>6}" for v in values)
+        rows.append(f"{name:<{width}}  {cells}  {sum(values):>7}")
+    return "\n".join(rows)
 
 
 def _ok(flag: bool) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,27 @@ def test_import_of_a_missing_file_or_export_of_no_thread_is_a_one_line_error(
     assert "cannot read" in capsys.readouterr().err
     assert main(["export", "nothing-here"]) == 2
     assert capsys.readouterr().err == "coda: there is no thread 'nothing-here'\n"
+
+
+def test_project_then_analytics_print_the_views_counters(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["project", "--once"]) == 0
+    assert capsys.readouterr().out == "view live: up to date, 4 entries handled\n"
+    today = datetime.now(UTC).date().isoformat()
+    assert main(["analytics", "--tenant", "acme", "--from", today, "--to", today, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["total"]["threads_started"] == 1
+    assert report["total"]["ends:actor:model"] == 1
+    assert main(["analytics", "--tenant", "acme", "--from", today, "--to", today]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "total"
+    assert any(row.split()[0] == "user_turns" and row.split()[-1] == "1" for row in table)
+
+
+def test_analytics_over_a_reversed_range_is_a_one_line_error(
+    env: Keyspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["analytics", "--tenant", "acme", "--from", "2026-03-02", "--to", "2026-03-01"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("coda: the range ends (2026-03-01) before it starts")
