@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/append.py
 	$(PY) bench/encoding.py
 	$(PY) bench/replay.py
+	$(PY) bench/consume.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -68,6 +69,7 @@ class Projector:
         batch: int = 100,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
+        concurrency: int = 16,
     ) -> None:
         self.store = store
         self.keys = store.keys
@@ -77,7 +79,11 @@ class Projector:
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.concurrency = concurrency
         self._states: dict[str, ThreadState] = {}
+        # Partitions where this consumer may hold unacknowledged entries: all of them at first.
+        self._own_pending: set[int] = set(range(store.keys.partitions))
+        self._next_claim: dict[int, float] = {}
         self._failures: Counter[tuple[int, str]] = Counter()
         self._grouped = False
 
@@ -86,8 +92,14 @@ class Projector:
         if not self._grouped:
             await self._create_groups()
         stats = PassStats()
-        for partition in range(self.keys.partitions):
-            await self._partition(partition, stats)
+        # Partitions, and the threads within one, are independent: overlap their round trips.
+        lanes = asyncio.Semaphore(self.concurrency)
+
+        async def lane(partition: int) -> None:
+            async with lanes:
+                await self._partition(partition, stats)
+
+        await asyncio.gather(*(lane(p) for p in range(self.keys.partitions)))
         return stats
 
     async def run(self, stop: asyncio.Event, idle_wait: float = 0.2) -> None:
@@ -121,41 +133,68 @@ class Projector:
     async def _partition(self, partition: int, stats: PassStats) -> None:
         feed = self.keys.feed(partition)
         redis_ = self.store.redis
+        taken: list[tuple[bytes, dict[bytes, bytes]]] = []
+        now = time.monotonic()
         with redis_errors():
-            own = await redis_.xreadgroup(self.group, self.consumer, {feed: "0"}, count=self.batch)
-            claimed = await redis_.xautoclaim(
-                feed, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-            )
+            # Own pending entries exist only after a restart or a failure: look then, not always.
+            if partition in self._own_pending:
+                own = await redis_.xreadgroup(
+                    self.group, self.consumer, {feed: "0"}, count=self.batch
+                )
+                taken += _entries(own)
+                if len(taken) < self.batch:
+                    self._own_pending.discard(partition)
+            # Entries idle on other consumers: look once per half of the idle time.
+            if now >= self._next_claim.get(partition, 0.0):
+                claimed = await redis_.xautoclaim(
+                    feed, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+                )
+                taken += list(claimed[1])
+                stats.claimed += len(claimed[1])
+                self._next_claim[partition] = now + self.claim_idle_ms / 2000
             new = await redis_.xreadgroup(self.group, self.consumer, {feed: ">"}, count=self.batch)
-        taken = _entries(own) + list(claimed[1]) + _entries(new)
-        stats.claimed += len(claimed[1])
-        seen: set[bytes] = set()
+        taken += _entries(new)
+        # One settlement per thread per pass: its newest entry brings the view up to date, and
+        # every entry of the thread is then acknowledged at once.
+        by_thread: dict[str, dict[bytes, tuple[int, dict[bytes, bytes]]]] = {}
         for entry_id, fields in taken:
-            if entry_id in seen or not fields:
+            if not fields:
                 continue
-            seen.add(entry_id)
-            await self._entry(partition, feed, entry_id, fields, stats)
+            try:
+                thread, version = fields[b"thread"].decode(), int(fields[b"version"])
+            except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                await self._failed(partition, feed, entry_id, fields, exc, stats)
+                continue
+            by_thread.setdefault(thread, {})[entry_id] = (version, fields)
+        settled = await asyncio.gather(
+            *(self._thread(partition, feed, t, entries, stats) for t, entries in by_thread.items())
+        )
+        done = [entry_id for ids in settled for entry_id in ids]
+        if done:
+            with redis_errors():
+                await redis_.xack(feed, self.group, *done)
 
-    async def _entry(
+    async def _thread(
         self,
         partition: int,
         feed: str,
-        entry_id: bytes,
-        fields: dict[bytes, bytes],
+        thread: str,
+        entries: dict[bytes, tuple[int, dict[bytes, bytes]]],
         stats: PassStats,
-    ) -> None:
+    ) -> list[bytes]:
+        """Settle one thread's entries; the ids to acknowledge."""
+        newest = max(version for version, _ in entries.values())
         try:
-            applied = await self._apply(fields[b"thread"].decode(), int(fields[b"version"]))
-        except (EventStoreError, msgspec.DecodeError, KeyError, ValueError) as exc:
-            await self._failed(partition, feed, entry_id, fields, exc, stats)
-            return
-        with redis_errors():
-            await self.store.redis.xack(feed, self.group, entry_id)
-        self._failures.pop((partition, entry_id.decode()), None)
-        if applied:
-            stats.applied += 1
-        else:
-            stats.skipped += 1
+            applied = await self._apply(thread, newest)
+        except (EventStoreError, msgspec.DecodeError) as exc:
+            for entry_id, (_, fields) in entries.items():
+                await self._failed(partition, feed, entry_id, fields, exc, stats)
+            return []
+        for entry_id in entries:
+            self._failures.pop((partition, entry_id.decode()), None)
+        stats.applied += 1 if applied else 0
+        stats.skipped += len(entries) - (1 if applied else 0)
+        return list(entries)
 
     async def _failed(
         self,
@@ -168,6 +207,7 @@ class Projector:
     ) -> None:
         key = (partition, entry_id.decode())
         self._failures[key] += 1
+        self._own_pending.add(partition)  # it stays pending on this consumer: retry it
         stats.failed += 1
         with redis_errors():
             pending = await self.store.redis.xpending_range(

@@ -1,0 +1,137 @@
+"""Projector catch-up against a raw XREADGROUP + XACK loop over the same feed, in one run.
+
+    python bench/consume.py [--threads N] [--turns M]
+
+Uses REDIS_URL if set, else the embedded Redis in a temporary directory. Writes N threads of M
+exchanges, then times (a) a consumer group that reads every partition in batches and
+acknowledges, doing nothing else, and (b) the projector catching a new view up from zero.
+Prints one JSON line: events/s of each and their ratio (projector / raw, goal >= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from events.connect import client_for
+from events.embedded import EmbeddedRedis
+from events.keys import Keyspace
+from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
+from events.store import Redis, RedisEventStore
+from projections.projector import Projector
+
+BATCH = 100
+
+
+async def write(store: RedisEventStore, threads: int, turns: int) -> int:
+    total = 0
+    for t in range(threads):
+        thread = f"t{t}"
+        start = ThreadStarted(
+            thread_id=thread,
+            actor="user",
+            tenant="bench",
+            owner=f"u{t % 10}",
+            model="scripted",
+            policy=PolicyRef(name="ladder", version="1"),
+        )
+        version = (await store.append(thread, [start], 0)).last_version
+        parent = None
+        for i in range(turns):
+            batch: list[AnyEvent] = [
+                MessagePosted(
+                    thread_id=thread,
+                    actor="user",
+                    message_id=f"m{i}",
+                    parent_id=parent,
+                    content="hi",
+                ),
+                ReplyCompleted(
+                    thread_id=thread,
+                    actor="model",
+                    message_id=f"r{i}",
+                    parent_id=f"m{i}",
+                    content="hello",
+                    kind="answer",
+                    content_sha256="0" * 64,
+                ),
+            ]
+            version = (await store.append(thread, batch, version)).last_version
+            parent = f"r{i}"
+        total += version
+    return total
+
+
+async def raw(client: Redis, keys: Keyspace) -> int:
+    """Read and acknowledge every feed entry with a bare consumer group; entries handled."""
+    group, handled = "bench-raw", 0
+    for p in range(keys.partitions):
+        await client.xgroup_create(keys.feed(p), group, id="0", mkstream=True)
+    while True:
+        found = 0
+        for p in range(keys.partitions):
+            feed = keys.feed(p)
+            reply = await client.xreadgroup(group, "raw", {feed: ">"}, count=BATCH)
+            entries = reply[0][1] if reply else []
+            if entries:
+                await client.xack(feed, group, *(entry_id for entry_id, _ in entries))
+                found += len(entries)
+        handled += found
+        if not found:
+            return handled
+
+
+async def run(url: str, threads: int, turns: int) -> None:
+    client = client_for(url)
+    keys = Keyspace(prefix=f"bench-{os.getpid()}")
+    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
+    try:
+        total = await write(store, threads, turns)
+        start = time.perf_counter()
+        assert await raw(client, keys) == total
+        raw_rate = total / (time.perf_counter() - start)
+
+        projector = Projector(store, view="bench", batch=BATCH)
+        start = time.perf_counter()
+        while (await projector.run_once()).handled:
+            pass
+        rate = total / (time.perf_counter() - start)
+        print(
+            json.dumps(
+                {
+                    "bench": "consume",
+                    "case": f"{threads} threads x {2 * turns + 1} events",
+                    "value": round(rate),
+                    "baseline": round(raw_rate),
+                    "unit": "events/s",
+                    "ratio": round(rate / raw_rate, 3),
+                    "goal": ">= 0.7",
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=10)
+    args = parser.parse_args()
+    if url := os.environ.get("REDIS_URL"):
+        asyncio.run(run(url, args.threads, args.turns))
+        return
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
+        asyncio.run(run(server.url, args.threads, args.turns))
+
+
+if __name__ == "__main__":
+    main()
