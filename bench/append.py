@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from events.connect import client_for
-from events.embedded import EmbeddedRedis
+from common import bench_store, emit, run_with_redis
+
 from events.keys import Keyspace
 from events.schema import (
     AnyEvent,
@@ -133,10 +129,8 @@ async def _timed(writers: int, writer: Callable[[int], Awaitable[None]], start: 
 
 
 async def run(url: str, events: int, concurrency: int, rounds: int) -> None:
-    client = client_for(url, max_connections=concurrency * 2)
-    keys = Keyspace(prefix=f"bench-{os.getpid()}")
-    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
-    try:
+    async with bench_store(url, max_connections=concurrency * 2) as store:
+        client, keys = store.redis, store.keys
         for size in (1, 4):
             per_writer = max(1, events // (concurrency * size))
             total = per_writer * concurrency * size
@@ -147,24 +141,15 @@ async def run(url: str, events: int, concurrency: int, rounds: int) -> None:
                 secs = await guarded(store, f"r{r}s{size}", concurrency, per_writer, size)
                 pairs.append((total / secs / baseline, total / secs, baseline))
             ratio, value, baseline = statistics.median(pairs)  # the median round, by its ratio
-            print(
-                json.dumps(
-                    {
-                        "bench": "append",
-                        "case": f"batch={size}",
-                        "value": round(value),
-                        "baseline": round(baseline),
-                        "unit": "events/s",
-                        "ratio": round(ratio, 3),
-                        "goal": ">= 0.8",
-                    }
-                ),
-                flush=True,
+            emit(
+                bench="append",
+                case=f"batch={size}",
+                value=round(value),
+                baseline=round(baseline),
+                unit="events/s",
+                ratio=round(ratio, 3),
+                goal=">= 0.8",
             )
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
-            await client.delete(key)
-        await client.aclose()
 
 
 def main() -> None:
@@ -173,11 +158,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if url := os.environ.get("REDIS_URL"):
-        asyncio.run(run(url, args.events, args.concurrency, args.rounds))
-        return
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
-        asyncio.run(run(server.url, args.events, args.concurrency, args.rounds))
+    run_with_redis(lambda url: run(url, args.events, args.concurrency, args.rounds))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,10 @@ Prints one JSON line: events/s of each and their ratio (projector / raw, goal >=
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
-from events.connect import client_for
-from events.embedded import EmbeddedRedis
+from common import bench_store, emit, run_with_redis
+
 from events.keys import Keyspace
 from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
 from events.store import Redis, RedisEventStore
@@ -87,10 +82,8 @@ async def raw(client: Redis, keys: Keyspace) -> int:
 
 
 async def run(url: str, threads: int, turns: int) -> None:
-    client = client_for(url)
-    keys = Keyspace(prefix=f"bench-{os.getpid()}")
-    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
-    try:
+    async with bench_store(url) as store:
+        client, keys = store.redis, store.keys
         total = await write(store, threads, turns)
         start = time.perf_counter()
         assert await raw(client, keys) == total
@@ -101,24 +94,15 @@ async def run(url: str, threads: int, turns: int) -> None:
         while (await projector.run_once()).handled:
             pass
         rate = total / (time.perf_counter() - start)
-        print(
-            json.dumps(
-                {
-                    "bench": "consume",
-                    "case": f"{threads} threads x {2 * turns + 1} events",
-                    "value": round(rate),
-                    "baseline": round(raw_rate),
-                    "unit": "events/s",
-                    "ratio": round(rate / raw_rate, 3),
-                    "goal": ">= 0.7",
-                }
-            ),
-            flush=True,
+        emit(
+            bench="consume",
+            case=f"{threads} threads x {2 * turns + 1} events",
+            value=round(rate),
+            baseline=round(raw_rate),
+            unit="events/s",
+            ratio=round(rate / raw_rate, 3),
+            goal=">= 0.7",
         )
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
-            await client.delete(key)
-        await client.aclose()
 
 
 def main() -> None:
@@ -126,11 +110,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=200)
     parser.add_argument("--turns", type=int, default=10)
     args = parser.parse_args()
-    if url := os.environ.get("REDIS_URL"):
-        asyncio.run(run(url, args.threads, args.turns))
-        return
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
-        asyncio.run(run(server.url, args.threads, args.turns))
+    run_with_redis(lambda url: run(url, args.threads, args.turns))
 
 
 if __name__ == "__main__":

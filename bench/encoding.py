@@ -8,12 +8,12 @@ line per comparison; ratio = JSON / msgpack, so above 1 means msgpack is smaller
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
+from common import emit
 
 from events.schema import (
     AnyEvent,
@@ -102,18 +102,14 @@ def main() -> None:
         ("encode+decode, msgpack vs json", "events/s", speed["msgpack"], speed["json"]),
     ]:
         ratio = baseline / value if unit == "bytes" else value / baseline
-        print(
-            json.dumps(
-                {
-                    "bench": "encoding",
-                    "case": case,
-                    "value": round(value),
-                    "baseline": round(baseline),
-                    "unit": unit,
-                    "ratio": round(ratio, 3),
-                    "goal": ">= 1",
-                }
-            )
+        emit(
+            bench="encoding",
+            case=case,
+            value=round(value),
+            baseline=round(baseline),
+            unit=unit,
+            ratio=round(ratio, 3),
+            goal=">= 1",
         )
 
 

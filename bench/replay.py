@@ -15,18 +15,12 @@ Uses REDIS_URL if set, else the embedded Redis in a temporary directory. Prints 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from events.connect import client_for
-from events.embedded import EmbeddedRedis
-from events.keys import Keyspace
+from common import bench_store, emit, run_with_redis
+
 from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
 from events.store import RedisEventStore
 from projections.reader import ThreadReader
@@ -120,10 +114,7 @@ def peer_seconds(count: int, rounds: int) -> float | None:
 
 
 async def run(url: str, count: int, rounds: int) -> None:
-    client = client_for(url)
-    keys = Keyspace(prefix=f"bench-{os.getpid()}")
-    store = RedisEventStore(client, keys, b"bench-seal-key-0123456789abcdef-0123")
-    try:
+    async with bench_store(url) as store:
         await write(store, "long", count)
         await write(store, "short", 10)
 
@@ -143,7 +134,7 @@ async def run(url: str, count: int, rounds: int) -> None:
             line["note"] = "install the bench extra (eventsourcing) for the peer"
         else:
             line |= {"baseline": round(peer, 4), "ratio": round(peer / coda, 2)}
-        print(json.dumps(line), flush=True)
+        emit(**line)
 
         reader = ThreadReader(store)
         await reader.state("long")
@@ -152,24 +143,15 @@ async def run(url: str, count: int, rounds: int) -> None:
         long_reads = [await best(lambda: reader.state("long"), 1) for _ in range(reads)]
         short_reads = [await best(lambda: reader.state("short"), 1) for _ in range(reads)]
         long_t, short_t = statistics.median(long_reads), statistics.median(short_reads)
-        print(
-            json.dumps(
-                {
-                    "bench": "read",
-                    "case": f"{count} vs 10 events",
-                    "value": round(long_t * 1e6, 1),
-                    "baseline": round(short_t * 1e6, 1),
-                    "unit": "us",
-                    "ratio": round(long_t / short_t, 3),
-                    "goal": "<= 1.5",
-                }
-            ),
-            flush=True,
+        emit(
+            bench="read",
+            case=f"{count} vs 10 events",
+            value=round(long_t * 1e6, 1),
+            baseline=round(short_t * 1e6, 1),
+            unit="us",
+            ratio=round(long_t / short_t, 3),
+            goal="<= 1.5",
         )
-    finally:
-        async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
-            await client.delete(key)
-        await client.aclose()
 
 
 def main() -> None:
@@ -177,11 +159,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if url := os.environ.get("REDIS_URL"):
-        asyncio.run(run(url, args.events, args.rounds))
-        return
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as server:
-        asyncio.run(run(server.url, args.events, args.rounds))
+    run_with_redis(lambda url: run(url, args.events, args.rounds))
 
 
 if __name__ == "__main__":
