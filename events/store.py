@@ -162,6 +162,13 @@ class RedisEventStore:
         except ValueError as exc:
             raise ChainError(thread_id, 0, f"the meta is unreadable ({exc}): run verify") from exc
 
+    async def thread_ids(self) -> AsyncIterator[str]:
+        """Every thread of this key prefix, in no particular order (a SCAN of every node)."""
+        marker = ":meta:"
+        with redis_errors():
+            async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:{{*}}{marker}*"):
+                yield cast(bytes, key).decode().split(marker, 1)[1]
+
     async def version(self, thread_id: str) -> tuple[int, bytes]:
         """The thread's version (how many events it has; 0: no such thread) and head hash."""
         with redis_errors():

@@ -3,6 +3,7 @@
     coda verify THREAD [--json]      recompute a thread's hash chain and seals; exit 1 if broken
     coda audit THREAD [--json]       verify, and judge every end of the thread; exit 1 if either
                                      fails, naming the first bad version
+    coda audit --all [--json]        the same for every thread, a line each, progress on stderr
     coda replay THREAD [--tip ID] [--at VERSION] [--json]
                                      print the conversation on a branch as it stood at a version
     coda events THREAD [--after N] [--limit N]
@@ -33,6 +34,7 @@ import msgspec
 
 from events.connect import RedisSettings, open_store
 from events.errors import EventStoreError
+from events.store import RedisEventStore
 from events.transfer import export_thread, import_thread
 from projections.analytics import AnalyticsRangeError, read_analytics
 from projections.audit import audit as audit_thread
@@ -61,23 +63,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def verify(args: argparse.Namespace) -> int:
     async with open_store(RedisSettings.from_env()) as store:
         report = await store.verify(args.thread)
-    print(
-        _json.encode(reports.verify_json(report)).decode()
-        if args.json
-        else reports.verify_text(report)
-    )
+    _show(args, reports.verify_json(report), reports.verify_text(report))
     return 0 if report.ok else 1
 
 
 async def audit(args: argparse.Namespace) -> int:
+    if args.all == (args.thread is not None):
+        raise CommandError("name a thread, or give --all")
     async with open_store(RedisSettings.from_env()) as store:
+        if args.thread is None:
+            return await _audit_all(store, as_json=args.json)
         report = await audit_thread(store, args.thread)
-    print(
-        _json.encode(reports.audit_json(report)).decode()
-        if args.json
-        else reports.audit_text(report)
-    )
+    _show(args, reports.audit_json(report), reports.audit_text(report))
     return 0 if report.ok else 1
+
+
+async def _audit_all(store: RedisEventStore, *, as_json: bool) -> int:
+    audited = failed = 0
+    async for thread in store.thread_ids():
+        report = await audit_thread(store, thread)
+        audited += 1
+        failed += not report.ok
+        line = reports.audit_json(report) if as_json else reports.audit_line(report)
+        print(_json.encode(line).decode() if as_json else line)
+        if audited % 100 == 0:
+            print(f"audited {audited} threads, {failed} failed", file=sys.stderr, flush=True)
+    print(f"audited {audited} threads, {failed} failed", file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
 async def replay(args: argparse.Namespace) -> int:
@@ -91,11 +103,7 @@ async def replay(args: argparse.Namespace) -> int:
         raise CommandError(
             f"thread {args.thread!r} has no message {tip!r} at version {state.version}"
         )
-    print(
-        _json.encode(reports.replay_json(state, tip)).decode()
-        if args.json
-        else reports.replay_text(state, tip)
-    )
+    _show(args, reports.replay_json(state, tip), reports.replay_text(state, tip))
     return 0
 
 
@@ -186,7 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd.set_defaults(run=verify)
 
     cmd = commands.add_parser("audit", help="verify a thread and judge each of its ends")
-    cmd.add_argument("thread")
+    cmd.add_argument("thread", nargs="?")
+    cmd.add_argument("--all", action="store_true", help="audit every thread")
     cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     cmd.set_defaults(run=audit)
 

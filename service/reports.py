@@ -52,6 +52,13 @@ def audit_json(report: AuditReport) -> dict[str, Any]:
     return out
 
 
+def audit_line(report: AuditReport) -> str:
+    """One line a thread, for audits of many."""
+    if report.ok:
+        return f"{report.thread_id}: ok, {report.version} events, {len(report.ends)} end(s)"
+    return f"{report.thread_id}: FAILED at version {report.first_bad_version}"
+
+
 def audit_text(report: AuditReport) -> str:
     verdict = "ok" if report.ok else f"FAILED at version {report.first_bad_version}"
     lines = [

@@ -197,3 +197,17 @@ def test_analytics_over_a_reversed_range_is_a_one_line_error(
     args = ["analytics", "--tenant", "acme", "--from", "2026-03-02", "--to", "2026-03-01"]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("coda: the range ends (2026-03-01) before it starts")
+
+
+def test_audit_all_prints_a_line_a_thread_and_fails_if_any_does(
+    thread: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "--all"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{thread}: FAILED at version 4\n"
+    assert captured.err.endswith("audited 1 threads, 1 failed\n")
+
+
+def test_audit_needs_a_thread_or_all(env: Keyspace, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit"]) == 2
+    assert capsys.readouterr().err == "coda: name a thread, or give --all\n"
