@@ -21,26 +21,18 @@ import contextlib
 import os
 import socket
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgspec
 
 from events.errors import EventStoreError, redis_errors
 from events.schema import new_id
-from events.store import RedisEventStore, Script
-from projections.state import EMPTY, ThreadState, apply, fold
-from projections.views import day_of, increments, summary, tenant_of
+from events.store import RedisEventStore
+from projections.settle import ViewWriter
 
-VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
 DEFAULT_VIEW: Final = "live"
-SETTLE_ATTEMPTS: Final = 8
-
-
-class ProjectorError(EventStoreError):
-    """A feed entry the projector could not apply."""
 
 
 class PassStats(msgspec.Struct, kw_only=True):
@@ -80,9 +72,11 @@ class Projector:
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.concurrency = concurrency
-        self._states: dict[str, ThreadState] = {}
-        # Partitions where this consumer may hold unacknowledged entries: all of them at first.
-        self._own_pending: set[int] = set(range(store.keys.partitions))
+        self.writer = ViewWriter(store, view)
+        # Partitions where this consumer may hold unacknowledged entries: all of them at first
+        # for a named consumer (it may be restarting), none for a fresh random name.
+        named = consumer is not None
+        self._own_pending: set[int] = set(range(store.keys.partitions)) if named else set()
         self._next_claim: dict[int, float] = {}
         self._failures: Counter[tuple[int, str]] = Counter()
         self._grouped = False
@@ -112,11 +106,7 @@ class Projector:
 
     async def checkpoint(self, thread_id: str) -> int:
         """The version of the thread the view holds (0: none)."""
-        with redis_errors():
-            raw = await self.store.redis.hget(
-                self.keys.view_thread(self.view, thread_id), "version"
-            )
-        return int(cast(bytes, raw)) if raw else 0
+        return await self.writer.checkpoint(thread_id)
 
     async def _create_groups(self) -> None:
         for partition in range(self.keys.partitions):
@@ -166,35 +156,25 @@ class Projector:
                 await self._failed(partition, feed, entry_id, fields, exc, stats)
                 continue
             by_thread.setdefault(thread, {})[entry_id] = (version, fields)
-        settled = await asyncio.gather(
-            *(self._thread(partition, feed, t, entries, stats) for t, entries in by_thread.items())
-        )
-        done = [entry_id for ids in settled for entry_id in ids]
+        if not by_thread:
+            return
+        wanted = {t: max(v for v, _ in entries.values()) for t, entries in by_thread.items()}
+        known = {
+            t: {v: fields[b"data"] for v, fields in entries.values() if b"data" in fields}
+            for t, entries in by_thread.items()
+        }
+        settled = await self.writer.settle(wanted, known)
+        for thread, error in settled.failed.items():
+            for entry_id, (_, fields) in by_thread[thread].items():
+                await self._failed(partition, feed, entry_id, fields, error, stats)
+        done = [e for t, entries in by_thread.items() if t not in settled.failed for e in entries]
+        for entry_id in done:
+            self._failures.pop((partition, entry_id.decode()), None)
+        stats.applied += len(settled.applied)
+        stats.skipped += len(done) - len(settled.applied)
         if done:
             with redis_errors():
                 await redis_.xack(feed, self.group, *done)
-
-    async def _thread(
-        self,
-        partition: int,
-        feed: str,
-        thread: str,
-        entries: dict[bytes, tuple[int, dict[bytes, bytes]]],
-        stats: PassStats,
-    ) -> list[bytes]:
-        """Settle one thread's entries; the ids to acknowledge."""
-        newest = max(version for version, _ in entries.values())
-        try:
-            applied = await self._apply(thread, newest)
-        except (EventStoreError, msgspec.DecodeError) as exc:
-            for entry_id, (_, fields) in entries.items():
-                await self._failed(partition, feed, entry_id, fields, exc, stats)
-            return []
-        for entry_id in entries:
-            self._failures.pop((partition, entry_id.decode()), None)
-        stats.applied += 1 if applied else 0
-        stats.skipped += len(entries) - (1 if applied else 0)
-        return list(entries)
 
     async def _failed(
         self,
@@ -224,86 +204,11 @@ class Projector:
         stats.dead += 1
 
     async def _apply(self, thread_id: str, version: int) -> bool:
-        """Bring the thread's view to at least `version`; False if it was there already."""
-        for _ in range(SETTLE_ATTEMPTS):
-            at = await self.checkpoint(thread_id)
-            if version <= at:
-                await self._index_owner(thread_id)
-                return False
-            if await self._write(thread_id, at):
-                return True
-        raise ProjectorError(f"thread {thread_id!r}: the view kept moving under the projector")
-
-    async def _write(self, thread_id: str, at: int) -> bool:
-        """Fold the events after `at` into the view; False if another projector moved it first."""
-        before = await self._state_at(thread_id, at)
-        recorded = [e async for e in self.store.events(thread_id, after=at)]
-        by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        state = before
-        for item in recorded:
-            by_day[day_of(item.event)] += increments(state, item.event)
-            state = apply(state, item.event)
-        if state.version == at:
-            return True
-        written = await self._script(thread_id, at, state, by_day)
-        if written:
-            self._states[thread_id] = state
-            await self._index_owner(thread_id, state)
-        return written
-
-    async def _state_at(self, thread_id: str, version: int) -> ThreadState:
-        cached = self._states.get(thread_id)
-        if cached is not None and cached.version == version:
-            return cached
-        if version == 0:
-            return EMPTY
-        events = [e.event async for e in self.store.events(thread_id, until=version)]
-        return fold(events)
-
-    async def _script(
-        self,
-        thread_id: str,
-        at: int,
-        state: ThreadState,
-        by_day: dict[str, Counter[str]],
-    ) -> bool:
-        partition = self.keys.partition(thread_id)
-        tenant = tenant_of(state)
-        days = sorted(day for day, counts in by_day.items() if counts)
-        keys = [self.keys.view_thread(self.view, thread_id)]
-        keys += [self.keys.view_analytics(self.view, partition, tenant, day) for day in days]
-        fields = summary(state)
-        args: list[Any] = [at, state.version, len(fields)]
-        for name, value in fields.items():
-            args += [name, value]
-        for k, day in enumerate(days, start=2):
-            for name, amount in sorted(by_day[day].items()):
-                args += [k, name, amount]
-        reply = await self.store.run_script(keys, [str(a).encode() for a in args], VIEW_SCRIPT)
-        return int(reply) == -1
-
-    async def _index_owner(self, thread_id: str, state: ThreadState | None = None) -> None:
-        """List the thread under its owner (another slot: written after, and re-asserted)."""
-        if state is None:
-            with redis_errors():
-                raw = cast(
-                    list[bytes | None],
-                    await self.store.redis.hmget(
-                        self.keys.view_thread(self.view, thread_id),
-                        ["tenant", "owner", "updated_at"],
-                    ),
-                )
-            tenant, owner, updated = (v.decode() if v else "" for v in raw)
-        else:
-            fields = summary(state)
-            tenant, owner, updated = fields["tenant"], fields["owner"], fields["updated_at"]
-        if not owner or not updated:
-            return
-        score = datetime.fromisoformat(updated).timestamp()
-        with redis_errors():
-            await self.store.redis.zadd(
-                self.keys.view_owner(self.view, tenant, owner), {thread_id: score}
-            )
+        """Bring one thread's view to at least `version`; False if it was there already."""
+        settled = await self.writer.settle({thread_id: version})
+        if thread_id in settled.failed:
+            raise settled.failed[thread_id]
+        return thread_id in settled.applied
 
 
 def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -1,21 +1,33 @@
--- Write a thread's view and its checkpoint together, so a redelivered feed entry changes nothing.
--- KEYS: 1 the thread's view hash, 2.. the analytics hashes the events count in (same hash tag)
--- ARGV: 1 the version the view must still be at, 2 the version it moves to,
---       3 the number of summary fields n, then n field/value pairs,
---       then increments as triples: index into KEYS, field, amount
--- Reply: -1 once written, or the version the view is at when that is not ARGV[1]
-local at = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if at ~= tonumber(ARGV[1]) then
-  return at
+-- Write the views of several threads of one partition, each with its checkpoint, so a
+-- redelivered feed entry changes nothing. A thread whose view is no longer at the version the
+-- projector read is left alone (and named in the reply); the others are written.
+-- KEYS: the threads' view hashes (1..n), then the analytics hashes (same hash tag)
+-- ARGV: 1 n, then for each thread: the version its view must still be at, the version it moves
+--       to, the number of summary fields f and f field/value pairs, the number of increments c
+--       and c triples: index into KEYS, field, amount
+-- Reply: the indexes of the threads left alone
+local n = tonumber(ARGV[1])
+local i = 2
+local left = {}
+for t = 1, n do
+  local expected, new, f = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local fields_at = i + 3
+  local c = tonumber(ARGV[fields_at + 2 * f])
+  local increments_at = fields_at + 2 * f + 1
+  i = increments_at + 3 * c
+  if tonumber(redis.call('HGET', KEYS[t], 'version') or '0') ~= expected then
+    left[#left + 1] = t
+  else
+    local fields = {'version', new}
+    for k = 0, f - 1 do
+      fields[#fields + 1] = ARGV[fields_at + 2 * k]
+      fields[#fields + 1] = ARGV[fields_at + 2 * k + 1]
+    end
+    redis.call('HSET', KEYS[t], unpack(fields))
+    for k = 0, c - 1 do
+      local at = increments_at + 3 * k
+      redis.call('HINCRBY', KEYS[tonumber(ARGV[at])], ARGV[at + 1], ARGV[at + 2])
+    end
+  end
 end
-local n = tonumber(ARGV[3])
-local fields = {'version', ARGV[2]}
-for i = 1, n do
-  fields[#fields + 1] = ARGV[2 + 2 * i]
-  fields[#fields + 1] = ARGV[3 + 2 * i]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-for i = 4 + 2 * n, #ARGV, 3 do
-  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
-end
-return -1
+return left

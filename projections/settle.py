@@ -1,0 +1,216 @@
+"""Bringing threads' views up to date, many at a time, each exactly once.
+
+A thread's view carries the version it was taken at (its checkpoint). To settle a set of
+threads of one partition, the writer reads their checkpoints in one pipeline, the events after
+them in another, folds each thread on from the state it holds, and writes every thread's
+summary, checkpoint and analytics increments in one script call — which leaves alone any thread
+whose view moved since it was read (another projector got there first); those are read again.
+A thread already at or past the version asked for is only re-listed under its owner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime
+from typing import Any, Final, NamedTuple, cast
+
+import msgspec
+
+from events.errors import EventStoreError, redis_errors
+from events.schema import decode
+from events.store import RedisEventStore, Script
+from projections.state import EMPTY, ThreadState, apply, fold
+from projections.views import day_of, increments, summary, tenant_of
+
+VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
+SETTLE_ATTEMPTS: Final = 8
+
+
+class ProjectorError(EventStoreError):
+    """A thread whose view could not be brought up to date."""
+
+
+class Settled(NamedTuple):
+    applied: set[str]  # threads whose view this call moved forward
+    skipped: set[str]  # threads whose view was already there
+    failed: dict[str, Exception]  # threads that could not be settled, and why
+
+
+class _Plan(NamedTuple):
+    thread_id: str
+    at: int
+    state: ThreadState
+    by_day: dict[str, Counter[str]]
+
+
+class ViewWriter:
+    def __init__(self, store: RedisEventStore, view: str) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.view = view
+        self._states: dict[str, ThreadState] = {}
+
+    async def checkpoint(self, thread_id: str) -> int:
+        """The version of the thread the view holds (0: none)."""
+        return (await self._checkpoints([thread_id]))[thread_id]
+
+    async def settle(
+        self, wanted: dict[str, int], known: dict[str, dict[int, bytes]] | None = None
+    ) -> Settled:
+        """Bring each thread's view to at least the version given for it.
+
+        `known` holds stored bytes of events already at hand (thread -> version -> bytes, from
+        the feed): a thread whose missing events are all there is not read again.
+        """
+        known = known or {}
+        settled = Settled(set(), set(), {})
+        pending = dict(wanted)
+        for attempt in range(SETTLE_ATTEMPTS):
+            if not pending:
+                return settled
+            at = await self._checkpoints(list(pending))
+            there = [t for t in pending if pending[t] <= at[t]]
+            (settled.skipped if attempt == 0 else settled.applied).update(there)
+            await self._relist(there)
+            behind = {t: at[t] for t in pending if pending[t] > at[t]}
+            plans = await self._plans(behind, known, settled)
+            left = await self._write(plans)
+            written = [plan for plan in plans if plan.thread_id not in left]
+            for plan in written:
+                self._states[plan.thread_id] = plan.state
+            await self._list([plan.state for plan in written])
+            settled.applied.update(plan.thread_id for plan in written)
+            pending = {t: pending[t] for t in left}
+        for thread_id in pending:
+            settled.failed[thread_id] = ProjectorError(
+                f"thread {thread_id!r}: the view kept moving under the projector"
+            )
+        return settled
+
+    async def _checkpoints(self, threads: list[str]) -> dict[str, int]:
+        with redis_errors():
+            pipe = self.store.redis.pipeline(transaction=False)
+            for thread_id in threads:
+                pipe.hget(self.keys.view_thread(self.view, thread_id), "version")
+            raw = cast(list[bytes | None], await pipe.execute())
+        return {t: int(v) if v else 0 for t, v in zip(threads, raw, strict=True)}
+
+    async def _plans(
+        self, behind: dict[str, int], known: dict[str, dict[int, bytes]], settled: Settled
+    ) -> list[_Plan]:
+        """For each thread, its state after the events past its checkpoint, and what they add."""
+        at_hand: dict[str, list[bytes]] = {}
+        to_read: dict[str, int] = {}
+        for thread_id, at in behind.items():
+            run = _run_after(known.get(thread_id, {}), at)
+            if run:
+                at_hand[thread_id] = run
+            else:
+                to_read[thread_id] = at
+        if to_read:
+            with redis_errors():
+                pipe = self.store.redis.pipeline(transaction=False)
+                for thread_id, at in to_read.items():
+                    pipe.xrange(self.keys.stream(thread_id), f"{at + 1}-0", "+")
+                replies = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
+            for thread_id, rows in zip(to_read, replies, strict=True):
+                at_hand[thread_id] = [fields[b"data"] for _, fields in rows]
+        plans = []
+        for thread_id, data in at_hand.items():
+            try:
+                plans.append(await self._plan(thread_id, behind[thread_id], data))
+            except (EventStoreError, msgspec.DecodeError, KeyError, ValueError) as exc:
+                settled.failed[thread_id] = exc
+        return plans
+
+    async def _plan(self, thread_id: str, at: int, stored: list[bytes]) -> _Plan:
+        state = await self._state_at(thread_id, at)
+        by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for data in stored:
+            event = decode(data)
+            by_day[day_of(event)] += increments(state, event)
+            state = apply(state, event)
+        return _Plan(thread_id, at, state, by_day)
+
+    async def _state_at(self, thread_id: str, version: int) -> ThreadState:
+        cached = self._states.get(thread_id)
+        if cached is not None and cached.version == version:
+            return cached
+        if version == 0:
+            return EMPTY
+        return fold([e.event async for e in self.store.events(thread_id, until=version)])
+
+    async def _write(self, plans: list[_Plan]) -> set[str]:
+        """Write the plans, one script call per partition; the threads left alone."""
+        by_partition: defaultdict[int, list[_Plan]] = defaultdict(list)
+        for plan in plans:
+            if plan.state.version > plan.at:
+                by_partition[self.keys.partition(plan.thread_id)].append(plan)
+        left: set[str] = set()
+        for group in by_partition.values():
+            left |= await self._write_partition(group)
+        return left
+
+    async def _write_partition(self, plans: list[_Plan]) -> set[str]:
+        keys = [self.keys.view_thread(self.view, plan.thread_id) for plan in plans]
+        slots: dict[str, int] = {}
+        args: list[Any] = [len(plans)]
+        for plan in plans:
+            fields = summary(plan.state)
+            args += [plan.at, plan.state.version, len(fields)]
+            args += [part for pair in fields.items() for part in pair]
+            counted = []
+            for day, counts in sorted(plan.by_day.items()):
+                key = self.keys.view_analytics(
+                    self.view, self.keys.partition(plan.thread_id), tenant_of(plan.state), day
+                )
+                if key not in slots:
+                    keys.append(key)
+                    slots[key] = len(keys)
+                counted += [(slots[key], name, amount) for name, amount in sorted(counts.items())]
+            args.append(len(counted))
+            args += [part for triple in counted for part in triple]
+        reply = await self.store.run_script(keys, [str(a).encode() for a in args], VIEW_SCRIPT)
+        return {plans[int(i) - 1].thread_id for i in reply}
+
+    async def _list(self, states: list[ThreadState]) -> None:
+        """List threads under their owners (another slot: written after, and re-asserted)."""
+        rows = [summary(state) for state in states]
+        await self._zadd([(r["thread_id"], r["tenant"], r["owner"], r["updated_at"]) for r in rows])
+
+    async def _relist(self, threads: list[str]) -> None:
+        if not threads:
+            return
+        with redis_errors():
+            pipe = self.store.redis.pipeline(transaction=False)
+            for thread_id in threads:
+                pipe.hmget(
+                    self.keys.view_thread(self.view, thread_id), ["tenant", "owner", "updated_at"]
+                )
+            replies = cast(list[list[bytes | None]], await pipe.execute())
+        rows = []
+        for thread_id, values in zip(threads, replies, strict=True):
+            tenant, owner, updated = (v.decode() if v else "" for v in values)
+            rows.append((thread_id, tenant, owner, updated))
+        await self._zadd(rows)
+
+    async def _zadd(self, rows: list[tuple[str, str, str, str]]) -> None:
+        listed = [row for row in rows if row[2] and row[3]]
+        if not listed:
+            return
+        with redis_errors():
+            pipe = self.store.redis.pipeline(transaction=False)
+            for thread_id, tenant, owner, updated in listed:
+                score = datetime.fromisoformat(updated).timestamp()
+                pipe.zadd(self.keys.view_owner(self.view, tenant, owner), {thread_id: score})
+            await pipe.execute()
+
+
+def _run_after(versions: dict[int, bytes], at: int) -> list[bytes]:
+    """The stored bytes of versions at+1, at+2, ... as far as they run without a gap."""
+    run = []
+    version = at + 1
+    while version in versions:
+        run.append(versions[version])
+        version += 1
+    return run
