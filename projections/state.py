@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Final, Literal, TypeAlias, assert_never
+from typing import Any, Final, Literal, TypeAlias, assert_never
 
 import immutables
 import msgspec
@@ -145,158 +145,192 @@ EMPTY: Final = ThreadState()
 
 def fold(events: Iterable[AnyEvent], state: ThreadState = EMPTY) -> ThreadState:
     """The state after `events`, applied in order from `state`."""
+    draft = _Draft(state)
     for event in events:
-        state = apply(state, event)
-    return state
+        draft.apply(event)
+    return draft.finish()
 
 
 def apply(state: ThreadState, event: AnyEvent) -> ThreadState:
     """The state after one more event (the next version)."""
-    state = replace(
-        state,
-        thread_id=event.thread_id,
-        version=state.version + 1,
-        updated_at=event.occurred_at,
-    )
-    match event:
-        case ThreadStarted():
-            return replace(state, started=event)
-        case MessagePosted():
-            return _with_user_message(state, event)
-        case BranchForked():
-            return replace(
-                state, edits=state.edits.set(event.new_message_id, event.edited_message_id)
+    return fold((event,), state)
+
+
+class _Draft:
+    """A state being folded: mutable, private to one fold, and frozen again at its end.
+
+    Folding through immutable values one event at a time would copy the state for every event;
+    the draft mutates persistent-map mutations instead, which is what makes a replay cheap. No
+    one sees it but the fold, so the fold stays a pure function.
+    """
+
+    def __init__(self, state: ThreadState) -> None:
+        self.thread_id = state.thread_id
+        self.version = state.version
+        self.started = state.started
+        self.messages = state.messages.mutate()
+        self.roots = list(state.roots)
+        self.edits = state.edits.mutate()
+        self.early = state.early.mutate()
+        self.ends = state.ends.mutate()
+        self.thread_end = state.thread_end
+        self.rejections = list(state.rejections)
+        self.feedback = list(state.feedback)
+        self.updated_at = state.updated_at
+
+    def finish(self) -> ThreadState:
+        return ThreadState(
+            thread_id=self.thread_id,
+            version=self.version,
+            started=self.started,
+            messages=self.messages.finish(),
+            roots=tuple(self.roots),
+            edits=self.edits.finish(),
+            early=self.early.finish(),
+            ends=self.ends.finish(),
+            thread_end=self.thread_end,
+            rejections=tuple(self.rejections),
+            feedback=tuple(self.feedback),
+            updated_at=self.updated_at,
+        )
+
+    def apply(self, event: AnyEvent) -> None:
+        self.thread_id = event.thread_id
+        self.version += 1
+        self.updated_at = event.occurred_at
+        match event:
+            case ThreadStarted():
+                self.started = event
+            case MessagePosted():
+                self._user_message(event)
+            case BranchForked():
+                self.edits[event.new_message_id] = event.edited_message_id
+            case MessageClassified():
+                self._classification(event)
+            case ReplyStarted():
+                self._reply(event, content="", kind="pending")
+            case ReplyCompleted():
+                self._reply(event, content=event.content, kind=event.kind)
+            case ReplyRedirected():
+                self._reply(event, content=event.content, kind="redirect")
+                self._set(event.message_id, category=event.category, attempt=event.attempt)
+            case ReplyWarned():
+                self._reply(event, content=event.content, kind="warning")
+                self._set(event.message_id, category=event.category)
+            case ReplyFailed():
+                self._reply(event, content=event.partial_content, kind="failed")
+                self._set(event.message_id, failure=event.reason)
+            case ThreadEnded():
+                self._end(event)
+            case EndRejected():
+                self.rejections.append(
+                    Rejection(
+                        leaf_id=event.leaf_id,
+                        actor=event.actor,
+                        reason=event.reason,
+                        category=event.category,
+                        version=self.version,
+                    )
+                )
+            case FeedbackGiven():
+                self.feedback.append(
+                    Feedback(
+                        rating=event.rating,
+                        message_id=event.message_id,
+                        comment=event.comment,
+                        version=self.version,
+                    )
+                )
+            case _:
+                assert_never(event)
+
+    def _user_message(self, event: MessagePosted) -> None:
+        early = self.early.get(event.message_id, ())
+        if early:
+            del self.early[event.message_id]
+        self._attach(
+            Message(
+                id=event.message_id,
+                role="user",
+                parent_id=event.parent_id,
+                version=self.version,
+                created_at=event.occurred_at,
+                content=event.content,
+                edited_from=self.edits.get(event.message_id),
+                classifications=early,
             )
-        case MessageClassified():
-            return _with_classification(state, event)
-        case ReplyStarted():
-            return _with_reply(state, event, content="", kind="pending")
-        case ReplyCompleted():
-            return _with_reply(state, event, content=event.content, kind=event.kind)
-        case ReplyRedirected():
-            reply = _with_reply(state, event, content=event.content, kind="redirect")
-            return _set(reply, event.message_id, category=event.category, attempt=event.attempt)
-        case ReplyWarned():
-            reply = _with_reply(state, event, content=event.content, kind="warning")
-            return _set(reply, event.message_id, category=event.category)
-        case ReplyFailed():
-            reply = _with_reply(state, event, content=event.partial_content, kind="failed")
-            return _set(reply, event.message_id, failure=event.reason)
-        case ThreadEnded():
-            return _with_end(state, event)
-        case EndRejected():
-            rejection = Rejection(
-                leaf_id=event.leaf_id,
-                actor=event.actor,
-                reason=event.reason,
-                category=event.category,
-                version=state.version,
+        )
+
+    def _reply(
+        self,
+        event: ReplyStarted | ReplyCompleted | ReplyRedirected | ReplyWarned | ReplyFailed,
+        *,
+        content: str,
+        kind: Kind,
+    ) -> None:
+        if event.message_id in self.messages:  # the generation it began ends here
+            self._set(event.message_id, content=content, kind=kind)
+            return
+        self._attach(
+            Message(
+                id=event.message_id,
+                role="assistant",
+                parent_id=event.parent_id,
+                version=self.version,
+                created_at=event.occurred_at,
+                content=content,
+                kind=kind,
             )
-            return replace(state, rejections=(*state.rejections, rejection))
-        case FeedbackGiven():
-            feedback = Feedback(
-                rating=event.rating,
-                message_id=event.message_id,
-                comment=event.comment,
-                version=state.version,
-            )
-            return replace(state, feedback=(*state.feedback, feedback))
-        case _:
-            assert_never(event)
+        )
 
+    def _classification(self, event: MessageClassified) -> None:
+        classification = Classification(
+            tier=event.tier,
+            categories=event.categories,
+            score=event.score,
+            classifier=event.classifier,
+            classifier_version=event.classifier_version,
+            version=self.version,
+            error=event.error,
+        )
+        message = self.messages.get(event.message_id)
+        if message is None:
+            self.early[event.message_id] = (*self.early.get(event.message_id, ()), classification)
+            return
+        self._set(message.id, classifications=(*message.classifications, classification))
 
-def _with_user_message(state: ThreadState, event: MessagePosted) -> ThreadState:
-    message = Message(
-        id=event.message_id,
-        role="user",
-        parent_id=event.parent_id,
-        version=state.version,
-        created_at=event.occurred_at,
-        content=event.content,
-        edited_from=state.edits.get(event.message_id),
-        classifications=state.early.get(event.message_id, ()),
-    )
-    if event.message_id in state.early:
-        state = replace(state, early=state.early.delete(event.message_id))
-    return _attach(state, message)
+    def _end(self, event: ThreadEnded) -> None:
+        end = End(
+            leaf_id=event.leaf_id,
+            version=self.version,
+            scope=event.scope,
+            actor=event.actor,
+            actor_id=event.actor_id,
+            reason=event.reason,
+            category=event.category,
+            policy_version=event.policy_version,
+            evidence=event.evidence,
+            at=event.occurred_at,
+        )
+        if event.leaf_id not in self.ends:  # a leaf keeps its first end
+            self.ends[event.leaf_id] = end
+        if event.scope == "thread" and self.thread_end is None:
+            self.thread_end = end
+        # A generation the end cut off can never complete (the store refuses it): close it.
+        # Ends are rare: looking through every message here is cheaper than tracking them.
+        messages = self.messages.finish()
+        self.messages = messages.mutate()
+        for message in messages.values():
+            if message.kind == "pending" and (event.scope == "thread" or message.id == end.leaf_id):
+                self._set(message.id, kind="failed", failure="ended")
 
+    def _attach(self, message: Message) -> None:
+        self.messages[message.id] = message
+        if message.parent_id is None:
+            self.roots.append(message.id)
+            return
+        parent = self.messages[message.parent_id]
+        self.messages[parent.id] = replace(parent, children=(*parent.children, message.id))
 
-def _with_reply(
-    state: ThreadState,
-    event: ReplyStarted | ReplyCompleted | ReplyRedirected | ReplyWarned | ReplyFailed,
-    *,
-    content: str,
-    kind: Kind,
-) -> ThreadState:
-    existing = state.messages.get(event.message_id)
-    if existing is not None:  # the generation it began ends here
-        return _set(state, event.message_id, content=content, kind=kind)
-    message = Message(
-        id=event.message_id,
-        role="assistant",
-        parent_id=event.parent_id,
-        version=state.version,
-        created_at=event.occurred_at,
-        content=content,
-        kind=kind,
-    )
-    return _attach(state, message)
-
-
-def _with_classification(state: ThreadState, event: MessageClassified) -> ThreadState:
-    classification = Classification(
-        tier=event.tier,
-        categories=event.categories,
-        score=event.score,
-        classifier=event.classifier,
-        classifier_version=event.classifier_version,
-        version=state.version,
-        error=event.error,
-    )
-    message = state.messages.get(event.message_id)
-    if message is None:
-        early = (*state.early.get(event.message_id, ()), classification)
-        return replace(state, early=state.early.set(event.message_id, early))
-    return _set(state, message.id, classifications=(*message.classifications, classification))
-
-
-def _with_end(state: ThreadState, event: ThreadEnded) -> ThreadState:
-    end = End(
-        leaf_id=event.leaf_id,
-        version=state.version,
-        scope=event.scope,
-        actor=event.actor,
-        actor_id=event.actor_id,
-        reason=event.reason,
-        category=event.category,
-        policy_version=event.policy_version,
-        evidence=event.evidence,
-        at=event.occurred_at,
-    )
-    if event.leaf_id not in state.ends:  # a leaf keeps its first end
-        state = replace(state, ends=state.ends.set(event.leaf_id, end))
-    if event.scope == "thread" and state.thread_end is None:
-        state = replace(state, thread_end=end)
-    # A generation the end cut off can never complete (the store refuses it): close it.
-    cut = [
-        m.id
-        for m in state.messages.values()
-        if m.kind == "pending" and (event.scope == "thread" or m.id == event.leaf_id)
-    ]
-    for reply in cut:
-        state = _set(state, reply, kind="failed", failure="ended")
-    return state
-
-
-def _attach(state: ThreadState, message: Message) -> ThreadState:
-    messages = state.messages.set(message.id, message)
-    if message.parent_id is None:
-        return replace(state, messages=messages, roots=(*state.roots, message.id))
-    parent = messages[message.parent_id]
-    parent = replace(parent, children=(*parent.children, message.id))
-    return replace(state, messages=messages.set(parent.id, parent))
-
-
-def _set(state: ThreadState, message_id: str, **changes: object) -> ThreadState:
-    message = replace(state.messages[message_id], **changes)
-    return replace(state, messages=state.messages.set(message_id, message))
+    def _set(self, message_id: str, **changes: Any) -> None:
+        self.messages[message_id] = replace(self.messages[message_id], **changes)
