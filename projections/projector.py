@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from events.errors import EventStoreError, redis_errors
+from events.keys import check_thread_id
 from events.schema import new_id
 from events.store import RedisEventStore
 from projections.settle import ViewWriter
@@ -78,6 +79,7 @@ class Projector:
         named = consumer is not None
         self._own_pending: set[int] = set(range(store.keys.partitions)) if named else set()
         self._next_claim: dict[int, float] = {}
+        self._claim_cursor: dict[int, str] = {}
         self._failures: Counter[tuple[int, str]] = Counter()
         self._grouped = False
 
@@ -134,28 +136,45 @@ class Projector:
                 taken += _entries(own)
                 if len(taken) < self.batch:
                     self._own_pending.discard(partition)
-            # Entries idle on other consumers: look once per half of the idle time.
+            # Entries idle on other consumers: look once per half of the idle time, going on
+            # from where the last look stopped (Redis 6.2 keeps deleted entries in the list).
             if now >= self._next_claim.get(partition, 0.0):
+                cursor = self._claim_cursor.get(partition, "0-0")
                 claimed = await redis_.xautoclaim(
-                    feed, self.group, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+                    feed, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.batch
                 )
                 taken += list(claimed[1])
                 stats.claimed += len(claimed[1])
-                self._next_claim[partition] = now + self.claim_idle_ms / 2000
+                following = claimed[0].decode() if isinstance(claimed[0], bytes) else claimed[0]
+                self._claim_cursor[partition] = following
+                if following == "0-0":
+                    self._next_claim[partition] = now + self.claim_idle_ms / 2000
             new = await redis_.xreadgroup(self.group, self.consumer, {feed: ">"}, count=self.batch)
         taken += _entries(new)
         # One settlement per thread per pass: its newest entry brings the view up to date, and
         # every entry of the thread is then acknowledged at once.
         by_thread: dict[str, dict[bytes, tuple[int, dict[bytes, bytes]]]] = {}
+        gone: list[bytes] = []  # entries deleted from the feed while pending: nothing to apply
         for entry_id, fields in taken:
+            if entry_id is None:
+                # Redis 6.2 hands over deleted entries without their ids: they are this
+                # consumer's now, and its own pending list names them. Read it next pass.
+                self._own_pending.add(partition)
+                continue
             if not fields:
+                gone.append(entry_id)
                 continue
             try:
-                thread, version = fields[b"thread"].decode(), int(fields[b"version"])
+                thread = check_thread_id(fields[b"thread"].decode())
+                version = int(fields[b"version"])
             except (KeyError, ValueError, UnicodeDecodeError) as exc:
                 await self._failed(partition, feed, entry_id, fields, exc, stats)
                 continue
             by_thread.setdefault(thread, {})[entry_id] = (version, fields)
+        if gone:
+            with redis_errors():
+                await redis_.xack(feed, self.group, *gone)
+            stats.skipped += len(gone)
         if not by_thread:
             return
         wanted = {t: max(v for v, _ in entries.values()) for t, entries in by_thread.items()}

@@ -10,20 +10,21 @@ A thread already at or past the version asked for is only re-listed under its ow
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from datetime import datetime
 from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
 from events.errors import EventStoreError, redis_errors
-from events.schema import decode
+from events.schema import AnyEvent, decode
 from events.store import RedisEventStore, Script
 from projections.state import EMPTY, ThreadState, apply, fold
 from projections.views import day_of, increments, summary, tenant_of
 
 VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
 SETTLE_ATTEMPTS: Final = 8
+KEPT_STATES: Final = 10_000
 
 
 class ProjectorError(EventStoreError):
@@ -48,7 +49,7 @@ class ViewWriter:
         self.store = store
         self.keys = store.keys
         self.view = view
-        self._states: dict[str, ThreadState] = {}
+        self._states: OrderedDict[str, ThreadState] = OrderedDict()
 
     async def checkpoint(self, thread_id: str) -> int:
         """The version of the thread the view holds (0: none)."""
@@ -65,19 +66,19 @@ class ViewWriter:
         known = known or {}
         settled = Settled(set(), set(), {})
         pending = dict(wanted)
-        for attempt in range(SETTLE_ATTEMPTS):
+        for _ in range(SETTLE_ATTEMPTS):
             if not pending:
                 return settled
             at = await self._checkpoints(list(pending))
             there = [t for t in pending if pending[t] <= at[t]]
-            (settled.skipped if attempt == 0 else settled.applied).update(there)
+            settled.skipped.update(there)
             await self._relist(there)
             behind = {t: at[t] for t in pending if pending[t] > at[t]}
-            plans = await self._plans(behind, known, settled)
+            plans = await self._plans(behind, pending, known, settled)
             left = await self._write(plans)
             written = [plan for plan in plans if plan.thread_id not in left]
             for plan in written:
-                self._states[plan.thread_id] = plan.state
+                self._keep(plan.state)
             await self._list([plan.state for plan in written])
             settled.applied.update(plan.thread_id for plan in written)
             pending = {t: pending[t] for t in left}
@@ -96,17 +97,26 @@ class ViewWriter:
         return {t: int(v) if v else 0 for t, v in zip(threads, raw, strict=True)}
 
     async def _plans(
-        self, behind: dict[str, int], known: dict[str, dict[int, bytes]], settled: Settled
+        self,
+        behind: dict[str, int],
+        wanted: dict[str, int],
+        known: dict[str, dict[int, bytes]],
+        settled: Settled,
     ) -> list[_Plan]:
-        """For each thread, its state after the events past its checkpoint, and what they add."""
-        at_hand: dict[str, list[bytes]] = {}
+        """For each thread, its state after the events past its checkpoint, and what they add.
+
+        The feed's copies serve when they run from the checkpoint to the version wanted and
+        decode; otherwise (a gap, a bad copy) the thread's own stream is read.
+        """
+        at_hand: dict[str, list[AnyEvent]] = {}
         to_read: dict[str, int] = {}
         for thread_id, at in behind.items():
             run = _run_after(known.get(thread_id, {}), at)
-            if run:
-                at_hand[thread_id] = run
-            else:
+            events = _decoded(run) if at + len(run) >= wanted[thread_id] else None
+            if events is None:
                 to_read[thread_id] = at
+            else:
+                at_hand[thread_id] = events
         if to_read:
             with redis_errors():
                 pipe = self.store.redis.pipeline(transaction=False)
@@ -114,23 +124,36 @@ class ViewWriter:
                     pipe.xrange(self.keys.stream(thread_id), f"{at + 1}-0", "+")
                 replies = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
             for thread_id, rows in zip(to_read, replies, strict=True):
-                at_hand[thread_id] = [fields[b"data"] for _, fields in rows]
+                events = _decoded([fields.get(b"data", b"") for _, fields in rows])
+                if events is None:
+                    settled.failed[thread_id] = ProjectorError(
+                        f"thread {thread_id!r}: an event after version {to_read[thread_id]} "
+                        "does not decode"
+                    )
+                else:
+                    at_hand[thread_id] = events
         plans = []
-        for thread_id, data in at_hand.items():
+        for thread_id, events in at_hand.items():
             try:
-                plans.append(await self._plan(thread_id, behind[thread_id], data))
+                plans.append(await self._plan(thread_id, behind[thread_id], events))
             except (EventStoreError, msgspec.DecodeError, KeyError, ValueError) as exc:
                 settled.failed[thread_id] = exc
         return plans
 
-    async def _plan(self, thread_id: str, at: int, stored: list[bytes]) -> _Plan:
+    async def _plan(self, thread_id: str, at: int, events: list[AnyEvent]) -> _Plan:
         state = await self._state_at(thread_id, at)
         by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        for data in stored:
-            event = decode(data)
+        for event in events:
             by_day[day_of(event)] += increments(state, event)
             state = apply(state, event)
         return _Plan(thread_id, at, state, by_day)
+
+    def _keep(self, state: ThreadState) -> None:
+        """Keep the newest states folded, a bounded number, to continue them next time."""
+        self._states[state.thread_id] = state
+        self._states.move_to_end(state.thread_id)
+        if len(self._states) > KEPT_STATES:
+            self._states.popitem(last=False)
 
     async def _state_at(self, thread_id: str, version: int) -> ThreadState:
         cached = self._states.get(thread_id)
@@ -202,8 +225,19 @@ class ViewWriter:
             pipe = self.store.redis.pipeline(transaction=False)
             for thread_id, tenant, owner, updated in listed:
                 score = datetime.fromisoformat(updated).timestamp()
-                pipe.zadd(self.keys.view_owner(self.view, tenant, owner), {thread_id: score})
+                # GT: a slower projector's older time never replaces a newer one.
+                pipe.zadd(
+                    self.keys.view_owner(self.view, tenant, owner), {thread_id: score}, gt=True
+                )
             await pipe.execute()
+
+
+def _decoded(stored: list[bytes]) -> list[AnyEvent] | None:
+    """The events, or None if any of them does not decode."""
+    try:
+        return [decode(data) for data in stored]
+    except msgspec.DecodeError:
+        return None
 
 
 def _run_after(versions: dict[int, bytes], at: int) -> list[bytes]:

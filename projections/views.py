@@ -8,6 +8,7 @@ the same.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC
 from typing import Final
 
 from events.schema import (
@@ -80,7 +81,8 @@ def increments(before: ThreadState, event: AnyEvent) -> Counter[str]:
 
 
 def day_of(event: AnyEvent) -> str:
-    return event.occurred_at.date().isoformat()
+    """The UTC day of an event, whatever zone its time was written in."""
+    return event.occurred_at.astimezone(UTC).date().isoformat()
 
 
 def tenant_of(state: ThreadState) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import nullcontext
@@ -136,7 +137,7 @@ async def import_(args: argparse.Namespace) -> int:
 
 async def project(args: argparse.Namespace) -> int:
     async with open_store(RedisSettings.from_env()) as store:
-        projector = Projector(store, view=args.view)
+        projector = Projector(store, view=args.view, consumer=args.consumer)
         if args.once:
             total = 0
             while (stats := await projector.run_once()).handled or stats.failed:
@@ -218,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("project", help="keep a view up to date from the feed")
     cmd.add_argument("--view", default=DEFAULT_VIEW, help="the view (default: live)")
     cmd.add_argument("--once", action="store_true", help="catch up, then exit")
+    cmd.add_argument(
+        "--consumer",
+        default=socket.gethostname(),
+        help="this projector's name in the group (default: the host's name); a restart under "
+        "the same name takes up what the last run left unacknowledged at once",
+    )
     cmd.set_defaults(run=project)
 
     cmd = commands.add_parser("analytics", help="print a view's analytics for a tenant")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from msgspec.structs import replace
 
 from events.keys import Keyspace
 from events.schema import AnyEvent
 from events.store import Redis, RedisEventStore
 from projections.projector import Projector
+from projections.settle import ViewWriter
 from projections.state import apply, fold
 from projections.views import day_of, increments, summary, tenant_of
 from tests.factories import ended, feedback, forked, posted, redirected, replied, started
@@ -34,21 +37,25 @@ async def converse(store: RedisEventStore, thread: str) -> None:
 
 
 async def expected(store: RedisEventStore, threads: tuple[str, ...]) -> Counter[str]:
-    """The analytics all events of `threads` add, as field -> count, over tenants and days."""
+    """The analytics all events of `threads` add, as `<tenant>/<day>/<field>` -> count."""
     total: Counter[str] = Counter()
     for thread in threads:
         state = fold([])
         for item in [e async for e in store.events(thread)]:
-            total += increments(state, item.event)
+            tenant = tenant_of(apply(state, item.event))
+            for field, amount in increments(state, item.event).items():
+                total[f"{tenant}/{day_of(item.event)}/{field}"] += amount
             state = apply(state, item.event)
     return total
 
 
 async def analytics(client: Redis, keys: Keyspace, view: str) -> Counter[str]:
+    """Every counter of the view, as `<tenant>/<day>/<field>`: per tenant and day, not summed."""
     total: Counter[str] = Counter()
     async for key in client.scan_iter(match=f"{keys.prefix}:*:view:{view}:analytics:*"):
+        tenant, day = key.decode().split(":analytics:", 1)[1].split(":")
         for field, value in (await client.hgetall(key)).items():
-            total[field.decode()] += int(value)
+            total[f"{tenant}/{day}/{field.decode()}"] += int(value)
     return total
 
 
@@ -61,8 +68,9 @@ async def assert_view_is_the_fold(
         want = {k.encode(): v.encode() for k, v in summary(state).items()}
         assert stored == {**want, b"version": str(state.version).encode()}
         tenant = tenant_of(state)
-        owned = await client.zrange(store.keys.view_owner(view, tenant, "u1"), 0, -1)
-        assert thread.encode() in owned
+        score = await client.zscore(store.keys.view_owner(view, tenant, "u1"), thread)
+        assert state.updated_at is not None
+        assert score == state.updated_at.timestamp()
     assert await analytics(client, store.keys, view) == await expected(store, threads)
 
 
@@ -190,12 +198,112 @@ async def test_an_entry_ahead_of_the_view_catches_up_from_the_thread(
 ) -> None:
     await converse(store, "pa")
     projector = Projector(store)
-    assert await projector._apply("pa", 11)
+    assert await projector._apply("pa", 9)  # the last entry arrives first
     assert await projector.checkpoint("pa") == 9
     assert not await projector._apply("pa", 3)
     await drain(projector)
     await assert_view_is_the_fold(store, client, "live", ("pa",))
 
 
-def test_day_of_is_the_events_utc_date() -> None:
-    assert day_of(started("x")) == started("x").occurred_at.date().isoformat()
+async def test_a_gap_in_the_feed_is_filled_from_the_thread(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await converse(store, "pa")
+    feed = store.keys.feed(store.keys.partition("pa"))
+    fourth = next(i for i, f in await client.xrange(feed) if f[b"version"] == b"4")
+    await client.xdel(feed, fourth)
+
+    await drain(Projector(store))
+
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
+
+
+async def test_an_entry_with_a_bad_thread_id_is_dead_lettered_alone(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await converse(store, "pa")
+    feed = store.keys.feed(store.keys.partition("pa"))
+    await client.xadd(feed, {"thread": "not a thread", "version": "1", "data": b""})
+    projector = Projector(store, max_deliveries=2)
+    for _ in range(3):
+        await projector.run_once()
+    dead = await client.xrange(store.keys.dead_letters("live", store.keys.partition("pa")))
+    assert [f[b"thread"] for _, f in dead] == [b"not a thread"]
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
+
+
+async def test_a_bad_copy_in_the_feed_is_read_again_from_the_thread(
+    store: RedisEventStore, client: Redis
+) -> None:
+    """The feed is a copy: a damaged copy of an event is replaced by the stream's."""
+    batch: list[AnyEvent] = [started("pa"), posted("pa", "m1", None)]
+    await store.append("pa", batch[:1], 0)
+    version = (await store.append("pa", batch[1:], 1)).last_version
+    feed = store.keys.feed(store.keys.partition("pa"))
+    entries = await client.xrange(feed)
+    await client.delete(feed)
+    for entry_id, fields in entries:
+        copy = {**fields, b"data": b"\xc1"} if fields[b"version"] == b"2" else fields
+        await client.xadd(feed, copy, id=entry_id)
+
+    projector = Projector(store)
+    await drain(projector)
+
+    assert await projector.checkpoint("pa") == version
+    assert await client.xlen(store.keys.dead_letters("live", store.keys.partition("pa"))) == 0
+
+
+async def test_entries_deleted_while_pending_do_not_stall_the_partition(
+    store: RedisEventStore, client: Redis
+) -> None:
+    await Projector(store, consumer="dead").run_once()  # creates the groups
+    await converse(store, "pa")
+    feed = store.keys.feed(store.keys.partition("pa"))
+    taken = await client.xreadgroup("view:live", "dead", {feed: ">"})
+    ids = [entry_id for entry_id, _ in taken[0][1]]
+    await client.xdel(feed, *ids[:3])  # gone from the feed, still pending on "dead"
+
+    live = Projector(store, consumer="alive", claim_idle_ms=0)
+    await drain(live)
+
+    assert (await client.xpending(feed, "view:live"))["pending"] == 0
+    assert await live.checkpoint("pa") == 9
+
+
+async def test_two_writers_reading_the_same_checkpoint_write_once(
+    store: RedisEventStore, client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read checkpoint 0 before either writes: one write lands, the other reads again."""
+    await converse(store, "pa")
+    one, two = Projector(store, consumer="one"), Projector(store, consumer="two")
+    both_read = asyncio.Barrier(2)
+    reads: Counter[int] = Counter()
+    original = ViewWriter._checkpoints
+
+    async def checkpoints(self: ViewWriter, threads: list[str]) -> dict[str, int]:
+        result = await original(self, threads)
+        reads[id(self)] += 1
+        if reads[id(self)] == 1:
+            await both_read.wait()
+        return result
+
+    monkeypatch.setattr(ViewWriter, "_checkpoints", checkpoints)
+    applied = await asyncio.gather(one._apply("pa", 9), two._apply("pa", 9))
+
+    assert sorted(applied) == [False, True]
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
+
+
+async def test_an_older_listing_time_never_replaces_a_newer_one(
+    store: RedisEventStore, client: Redis
+) -> None:
+    writer = ViewWriter(store, "live")
+    key = store.keys.view_owner("live", "acme", "u1")
+    await writer._zadd([("pa", "acme", "u1", "2026-11-26T10:00:00+00:00")])
+    await writer._zadd([("pa", "acme", "u1", "2026-11-26T09:00:00+00:00")])
+    assert await client.zscore(key, "pa") == datetime(2026, 11, 26, 10, tzinfo=UTC).timestamp()
+
+
+def test_day_of_is_the_utc_date_of_an_event_in_any_zone() -> None:
+    late = datetime(2026, 11, 26, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert day_of(replace(started("x"), occurred_at=late)) == "2026-11-27"
