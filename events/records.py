@@ -44,6 +44,16 @@ def recorded(entry: StoredEntry) -> RecordedEvent:
     return RecordedEvent(version=entry.version, hash=entry.hash, event=decode(entry.data))
 
 
+class ThreadSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A thread as Redis holds it, read consistently: what the verifier and the audit read."""
+
+    thread_id: str
+    meta: dict[bytes, bytes]
+    index: dict[bytes, bytes]
+    stream_last: str  # the stream's last-generated id
+    entries: list[StoredEntry]  # up to the meta's version
+
+
 class Head(msgspec.Struct, frozen=True, kw_only=True):
     """A thread's meta: version, head hash, ended leaves (leaf -> version) and seals."""
 

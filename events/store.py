@@ -30,6 +30,7 @@ from events.records import (
     Head,
     RecordedEvent,
     StoredEntry,
+    ThreadSnapshot,
     parse_meta,
     recorded,
 )
@@ -180,14 +181,35 @@ class RedisEventStore:
 
     async def verify(self, thread_id: str) -> VerifyReport:
         """Recompute the thread's chain and seals, and compare them with its meta and index."""
+        return self.check(await self.snapshot(thread_id))
+
+    async def snapshot(self, thread_id: str) -> ThreadSnapshot:
+        """The thread's meta, index and stream's last id at one instant, and its entries.
+
+        Entries up to the meta's version never change, so they are read after, in pages.
+        """
         stream, meta_key, index_key, _ = self.keys.append_keys(thread_id)
         meta, index, last = await self.run_script([stream, meta_key, index_key], [], SNAPSHOT)
         meta = _pairs(meta)
         version = meta.get(b"version", b"0")
         end = f"{int(version)}-0" if version.isdigit() else "+"
-        entries = [e async for e in self.entries(thread_id, end=end)]
+        return ThreadSnapshot(
+            thread_id=thread_id,
+            meta=meta,
+            index=_pairs(index),
+            stream_last=last.decode(),
+            entries=[e async for e in self.entries(thread_id, end=end)],
+        )
+
+    def check(self, snapshot: ThreadSnapshot) -> VerifyReport:
+        """Verify a snapshot: chain, seals (with this store's key), meta and index."""
         return check(
-            thread_id, entries, meta, _pairs(index), self._seal_key, stream_last=last.decode()
+            snapshot.thread_id,
+            snapshot.entries,
+            snapshot.meta,
+            snapshot.index,
+            self._seal_key,
+            stream_last=snapshot.stream_last,
         )
 
     async def meta(self, thread_id: str) -> dict[bytes, bytes]:

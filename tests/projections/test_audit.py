@@ -6,9 +6,11 @@ import pytest
 from msgspec.structs import replace
 
 from events.keys import Keyspace
+from events.records import StoredEntry
 from events.schema import AnyEvent, MessageClassified, Tier
 from events.store import Redis, RedisEventStore
 from projections.audit import audit
+from tests.events.test_verify import rewrite_stream
 from tests.factories import ended, posted, redirected, replied, started, warned
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +102,14 @@ async def test_a_tampered_history_fails_the_audit_at_its_first_bad_version(
     await client.hset(keys.meta(T), "head", b"\x00" * 32)
     report = await audit(store, T)
     assert (report.ok, report.meta_ok, report.first_bad_version) == (False, False, end_version)
+
+
+async def test_an_entry_that_does_not_decode_is_reported_not_raised(
+    store: RedisEventStore, client: Redis, keys: Keyspace
+) -> None:
+    await write(store, *LADDER, end=ended(T, "r4"))
+    garbage = StoredEntry(entry_id="2-1", type="x", data=b"\xc1", hash=b"")
+    await rewrite_stream(client, keys, lambda es: [*es[:2], garbage, *es[2:]], thread=T)
+    report = await audit(store, T)
+    assert not report.ok
+    assert (report.chain_ok, report.first_bad_version) == (False, 3)
