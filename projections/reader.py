@@ -16,6 +16,7 @@ import msgspec
 
 from events.chain import GENESIS
 from events.errors import redis_errors
+from events.records import RecordedEvent
 from events.store import RedisEventStore
 from projections.snapshot import dump, load
 from projections.state import EMPTY, ThreadState, fold
@@ -61,8 +62,8 @@ class ThreadReader:
         if at is not None and not 0 <= at <= version:
             raise ValueError(f"thread {thread_id!r} has versions 0..{version}, not {at}")
         target = version if at is None else at
-        kept = await self._proven(thread_id, await self._kept(thread_id, target), version, head)
-        kept = await self._catch_up(thread_id, kept, target)
+        kept = await self._kept(thread_id, target)
+        kept = await self._catch_up(thread_id, kept, target, version, head)
         if at is None:
             if kept.state.version - kept.snapshotted >= self._snapshot_every:
                 await self._write_snapshot(thread_id, kept)
@@ -70,29 +71,39 @@ class ThreadReader:
             self._remember(thread_id, kept)
         return kept.state
 
-    async def _proven(self, thread_id: str, kept: _Kept, version: int, head: bytes) -> _Kept:
-        """`kept`, if the stored history still has its hash at its version; else nothing."""
-        at = kept.state.version
-        if at == 0:
-            return kept
-        if at == version:
-            stored = head
-        else:
-            entry = [e async for e in self.store.events(thread_id, after=at - 1, until=at)]
-            stored = entry[0].hash if entry else b""
-        return kept if stored == kept.head else self._discard(thread_id)
+    async def _catch_up(
+        self, thread_id: str, kept: _Kept, target: int, version: int, head: bytes
+    ) -> _Kept:
+        """Fold the events after `kept` up to `target`, if the history still continues it.
 
-    async def _catch_up(self, thread_id: str, kept: _Kept, target: int) -> _Kept:
-        """Fold the events after `kept` up to `target`."""
-        if kept.state.version >= target:
-            return kept
-        new = self.store.events(thread_id, after=kept.state.version, until=target)
-        recorded = [e async for e in new]
+        The hash at the kept version proves that: the stored head when the thread is still at
+        that version, else the first entry of the range read to catch up, which starts there.
+        One read either way.
+        """
+        at = kept.state.version
+        if at == version:
+            if kept.head == head:
+                return kept
+            kept, at = self._discard(thread_id), 0
+        if at == 0:
+            recorded = await self._read(thread_id, after=0, until=target)
+        else:
+            recorded = await self._read(thread_id, after=at - 1, until=target)
+            if recorded and recorded[0].hash == kept.head:
+                recorded = recorded[1:]
+            else:
+                kept = self._discard(thread_id)
+                recorded = await self._read(thread_id, after=0, until=target)
         if not recorded:
             return kept
         self.stats.events_folded += len(recorded)
         state = fold((e.event for e in recorded), kept.state)
         return _Kept(state, recorded[-1].hash, kept.snapshotted)
+
+    async def _read(self, thread_id: str, *, after: int, until: int) -> list[RecordedEvent]:
+        if until <= after:
+            return []
+        return [e async for e in self.store.events(thread_id, after=after, until=until)]
 
     async def _kept(self, thread_id: str, target: int) -> _Kept:
         """The newest state kept for the thread that is not past `target`."""
