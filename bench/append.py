@@ -16,15 +16,11 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from common import bench_store, emit, run_with_redis
+from common import bench_store, emit, exchange, run_with_redis, started
 
 from events.keys import Keyspace
 from events.schema import (
     AnyEvent,
-    MessagePosted,
-    PolicyRef,
-    ReplyCompleted,
-    ThreadStarted,
     encode,
     tag_of,
 )
@@ -34,28 +30,10 @@ QUESTION = "Could you explain how optimistic concurrency works in an event store
 ANSWER = "Each append states the version it expects; if another writer got there first... " * 6
 
 
-def turn(thread: str, i: int) -> list[AnyEvent]:
-    """A user message and its reply: the events a chat turn writes."""
-    m, r = f"m{i}", f"r{i}"
-    parent = f"r{i - 1}" if i else None
-    return [
-        MessagePosted(
-            thread_id=thread, actor="user", message_id=m, parent_id=parent, content=QUESTION
-        ),
-        ReplyCompleted(
-            thread_id=thread,
-            actor="model",
-            message_id=r,
-            parent_id=m,
-            content=ANSWER,
-            kind="answer",
-            content_sha256="0" * 64,
-        ),
-    ]
-
-
 def batches(thread: str, count: int, size: int) -> list[list[AnyEvent]]:
-    events = [e for i in range((count * size + 1) // 2 + 1) for e in turn(thread, i)]
+    events = [
+        e for i in range((count * size + 1) // 2 + 1) for e in exchange(thread, i, QUESTION, ANSWER)
+    ]
     return [events[i * size : (i + 1) * size] for i in range(count)]
 
 
@@ -64,15 +42,7 @@ async def guarded(
 ) -> float:
     async def writer(w: int) -> None:
         thread = f"{prefix}-g{w}"
-        start = ThreadStarted(
-            thread_id=thread,
-            actor="user",
-            tenant="bench",
-            owner="bench",
-            model="scripted",
-            policy=PolicyRef(name="ladder", version="1"),
-        )
-        version = (await store.append(thread, [start], 0)).last_version
+        version = (await store.append(thread, [started(thread)], 0)).last_version
         work = batches(thread, per_writer, size)
         await ready.wait()
         for batch in work:

@@ -14,6 +14,7 @@ from typing import Any
 from events.connect import client_for
 from events.embedded import EmbeddedRedis
 from events.keys import Keyspace
+from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
 from events.store import RedisEventStore
 
 SEAL_KEY = b"bench-seal-key-0123456789abcdef-0123"
@@ -44,3 +45,38 @@ async def bench_store(url: str, **client_options: Any) -> AsyncIterator[RedisEve
 def emit(**fields: Any) -> None:
     """One result line: bench, case, value, baseline, unit, ratio, goal (and any notes)."""
     print(json.dumps(fields), flush=True)
+
+
+def started(thread: str, owner: str = "bench") -> ThreadStarted:
+    """The first event of a benchmark thread."""
+    return ThreadStarted(
+        thread_id=thread,
+        actor="user",
+        tenant="bench",
+        owner=owner,
+        model="scripted",
+        policy=PolicyRef(name="ladder", version="1"),
+    )
+
+
+def exchange(thread: str, i: int, question: str, answer: str) -> list[AnyEvent]:
+    """Turn i of a thread: user message m{i} below reply r{i-1} (the root for i = 0), and r{i}."""
+    m, r = f"m{i}", f"r{i}"
+    return [
+        MessagePosted(
+            thread_id=thread,
+            actor="user",
+            message_id=m,
+            parent_id=f"r{i - 1}" if i else None,
+            content=question,
+        ),
+        ReplyCompleted(
+            thread_id=thread,
+            actor="model",
+            message_id=r,
+            parent_id=m,
+            content=answer,
+            kind="answer",
+            content_sha256="0" * 64,
+        ),
+    ]

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import bench_store, emit, run_with_redis
+from common import bench_store, emit, exchange, run_with_redis, started
 
 from events.keys import Keyspace
-from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
 from events.store import Redis, RedisEventStore
 from projections.projector import Projector
 
@@ -27,37 +26,10 @@ async def write(store: RedisEventStore, threads: int, turns: int) -> int:
     total = 0
     for t in range(threads):
         thread = f"t{t}"
-        start = ThreadStarted(
-            thread_id=thread,
-            actor="user",
-            tenant="bench",
-            owner=f"u{t % 10}",
-            model="scripted",
-            policy=PolicyRef(name="ladder", version="1"),
-        )
-        version = (await store.append(thread, [start], 0)).last_version
-        parent = None
+        version = (await store.append(thread, [started(thread, f"u{t % 10}")], 0)).last_version
         for i in range(turns):
-            batch: list[AnyEvent] = [
-                MessagePosted(
-                    thread_id=thread,
-                    actor="user",
-                    message_id=f"m{i}",
-                    parent_id=parent,
-                    content="hi",
-                ),
-                ReplyCompleted(
-                    thread_id=thread,
-                    actor="model",
-                    message_id=f"r{i}",
-                    parent_id=f"m{i}",
-                    content="hello",
-                    kind="answer",
-                    content_sha256="0" * 64,
-                ),
-            ]
+            batch = exchange(thread, i, "hi", "hello")
             version = (await store.append(thread, batch, version)).last_version
-            parent = f"r{i}"
         total += version
     return total
 

@@ -19,9 +19,9 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from common import bench_store, emit, run_with_redis
+from common import bench_store, emit, exchange, run_with_redis, started
 
-from events.schema import AnyEvent, MessagePosted, PolicyRef, ReplyCompleted, ThreadStarted
+from events.schema import AnyEvent
 from events.store import RedisEventStore
 from projections.reader import ThreadReader
 from projections.state import fold
@@ -31,41 +31,12 @@ ANSWER = "Keep a running summary, and restate the goal when the topic shifts. " 
 
 
 def conversation(thread: str, count: int) -> list[list[AnyEvent]]:
-    """`count` events (a start, then exchanges), in batches of up to 64."""
-    events: list[AnyEvent] = [
-        ThreadStarted(
-            thread_id=thread,
-            actor="user",
-            tenant="bench",
-            owner="bench",
-            model="scripted",
-            policy=PolicyRef(name="ladder", version="1"),
-        )
-    ]
-    parent = None
+    """`count` events (a start, then whole exchanges), in batches of up to 64."""
+    events: list[AnyEvent] = [started(thread)]
     i = 0
-    while len(events) < count:
-        m, r = f"m{i}", f"r{i}"
-        events.append(
-            MessagePosted(
-                thread_id=thread, actor="user", message_id=m, parent_id=parent, content=QUESTION
-            )
-        )
-        events.append(
-            ReplyCompleted(
-                thread_id=thread,
-                actor="model",
-                message_id=r,
-                parent_id=m,
-                content=ANSWER,
-                kind="answer",
-                content_sha256="0" * 64,
-            )
-        )
-        parent, i = r, i + 1
-    events = events[:count]
-    if count > 1 and isinstance(events[-1], MessagePosted):
-        events.pop()  # keep whole exchanges
+    while len(events) + 2 <= count:
+        events += exchange(thread, i, QUESTION, ANSWER)
+        i += 1
     return [events[:1]] + [events[k : k + 64] for k in range(1, len(events), 64)]
 
 
