@@ -89,6 +89,18 @@ class Keyspace:
         """A string: the thread's folded state at some version, a cache the projections keep."""
         return f"{self._tag(check_thread_id(thread_id))}:snapshot:{thread_id}"
 
+    def live(self, thread_id: str, reply_id: str) -> str:
+        """A stream: a generation's text deltas as they come, for any process to relay (expires)."""
+        return f"{self._tag(check_thread_id(thread_id))}:live:{thread_id}:{reply_id}"
+
+    def lease(self, thread_id: str, reply_id: str) -> str:
+        """A string: the owner of a running generation, expiring unless the owner renews it."""
+        return f"{self._tag(check_thread_id(thread_id))}:lease:{thread_id}:{reply_id}"
+
+    def cancel(self, thread_id: str, reply_id: str) -> str:
+        """A string: set when a generation is to be cancelled, read by whichever process owns it."""
+        return f"{self._tag(check_thread_id(thread_id))}:cancel:{thread_id}:{reply_id}"
+
     def feed(self, partition: int) -> str:
         """The partition's feed: every event of its threads, in append order, for consumers."""
         return f"{self._partition_tag(partition)}:feed"

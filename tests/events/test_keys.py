@@ -60,3 +60,13 @@ def test_a_prefix_with_braces_or_spaces_is_refused(prefix: str) -> None:
 def test_a_partition_count_out_of_range_is_refused(partitions: int) -> None:
     with pytest.raises(InvalidNameError, match="partitions must be"):
         Keyspace(partitions=partitions)
+
+
+def test_generation_keys_share_the_thread_slot() -> None:
+    keys = Keyspace(prefix="coda", partitions=64)
+    assert keys.live("thread-1", "r1") == "coda:{57}:live:thread-1:r1"
+    assert keys.lease("thread-1", "r1") == "coda:{57}:lease:thread-1:r1"
+    assert keys.cancel("thread-1", "r1") == "coda:{57}:cancel:thread-1:r1"
+    slots = {key_slot(k.encode()) for k in keys.append_keys("thread-1")}
+    for key in (keys.live("thread-1", "r1"), keys.lease("thread-1", "r1")):
+        assert {key_slot(key.encode())} == slots

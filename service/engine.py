@@ -1,0 +1,558 @@
+"""The conversation engine: a user turn goes classifier → ladder → model, all of it recorded.
+
+A turn is two appends. The first records the user message, its classification and the start
+of the reply (with its lease), after the ladder has decided what the reply must do; the second,
+made by the generation when it is over, records the reply, and with it any end. The generation
+runs as its own task: it goes on if the client leaves, and any process can relay its text from
+the live channel.
+
+The policy is enforced here, on the server: the ladder decides, and `may_end` gates every end,
+whether the ladder, the model or the user asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Final
+
+import msgspec
+
+from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
+from events.schema import (
+    AnyEvent,
+    BranchForked,
+    EndRejected,
+    FeedbackGiven,
+    MessageClassified,
+    MessagePosted,
+    Rating,
+    ReplyFailed,
+    ReplyStarted,
+    ThreadStarted,
+    new_id,
+)
+from events.store import RedisEventStore
+from projections.branches import UnknownMessageError, active_tip, path
+from projections.policy import Policy
+from projections.reader import ThreadReader
+from projections.state import Message, ThreadState, fold
+from service.classifier import Classification, Classifier, Context
+from service.errors import (
+    EngineError,
+    InvalidTurnError,
+    MessageConflictError,
+    NoGenerationError,
+    ThreadNotFoundError,
+    TurnInProgressError,
+)
+from service.generation import Job, Outcome, Runner, outcome_of
+from service.ladder import Decision, decide
+from service.leases import Leases
+from service.live import Closed, LiveChannel
+from service.model import ChatMessage, Model, ModelRequest
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS: Final = 50
+MAX_CONTENT: Final = 32_000
+CONTEXT_MESSAGES: Final = 5
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
+    lease_seconds: float = 30.0
+    generation_timeout: float = 300.0
+    shutdown_grace: float = 10.0
+    owner: str = ""  # this process, as leases name it; default host:pid:random
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    """A user turn as it was taken: the message, its classification, the reply it started."""
+
+    thread_id: str
+    message_id: str
+    reply_id: str
+    parent_id: str | None
+    edited_from: str | None
+    classification: Classification
+    decision: Decision | None  # None when the turn was taken before (a retry)
+    version: int
+    replayed: bool = False
+
+
+class Engine:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        *,
+        model: Model,
+        classifier: Classifier,
+        policy: Policy | None = None,
+        reader: ThreadReader | None = None,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.classifier = classifier
+        self.policy = policy or Policy()
+        self.reader = reader or ThreadReader(store)
+        self.settings = settings or EngineSettings()
+        owner = self.settings.owner or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-12:]}"
+        self.live = LiveChannel(store.redis, store.keys)
+        self.leases = Leases(
+            store.redis, store.keys, owner=owner, seconds=self.settings.lease_seconds
+        )
+        self.runner = Runner(
+            store,
+            self.reader,
+            self.live,
+            self.leases,
+            model,
+            renew_every=self.settings.lease_seconds / 3,
+            timeout=self.settings.generation_timeout,
+        )
+        self._tasks: dict[str, asyncio.Task[Outcome]] = {}
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def start_thread(
+        self,
+        *,
+        tenant: str,
+        owner: str,
+        title: str = "",
+        thread_id: str | None = None,
+        policy: Policy | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """A new thread under `policy` (default: the engine's), recorded in `thread.started`."""
+        thread_id = thread_id or new_id()
+        started = ThreadStarted(
+            thread_id=thread_id,
+            actor="user",
+            actor_id=owner,
+            tenant=tenant,
+            owner=owner,
+            model=self.model.name,
+            policy=(policy or self.policy).ref(),
+            title=title,
+            metadata=metadata or {},
+        )
+        await self.store.append(thread_id, [started], 0)
+        return thread_id
+
+    async def post_message(
+        self,
+        thread_id: str,
+        content: str,
+        *,
+        parent_id: str | None = None,
+        message_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Turn:
+        """Continue the active branch (or the branch at `parent_id`; below a reply that already
+        has an answer, that is an edit). A retry with the same `message_id` returns the turn
+        taken the first time."""
+        return await self._take_turn(
+            thread_id, content, message_id or new_id(), user_id, parent=parent_id, edit=None
+        )
+
+    async def edit_message(
+        self,
+        thread_id: str,
+        message_id: str,
+        content: str,
+        *,
+        new_message_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Turn:
+        """A new sibling of user message `message_id`: a new branch, allowed beside an ended one
+        unless the policy ends whole threads."""
+        return await self._take_turn(
+            thread_id, content, new_message_id or new_id(), user_id, parent=None, edit=message_id
+        )
+
+    async def outcome(self, turn: Turn) -> Outcome:
+        """Wait for the turn's generation to be recorded (wherever it runs) and say how it ended."""
+        task = self._tasks.get(turn.reply_id)
+        if task is not None:
+            return await asyncio.shield(task)
+        job = _job_of(turn)
+        while True:
+            state = await self.reader.state(turn.thread_id)
+            reply = state.messages.get(turn.reply_id)
+            if reply is None or reply.kind != "pending":
+                return outcome_of(state, job)
+            closed = False
+            async for item in self.live.follow(turn.thread_id, turn.reply_id):
+                closed = isinstance(item, Closed)
+            if not closed:
+                await self.recover(turn.thread_id)
+
+    async def give_feedback(
+        self,
+        thread_id: str,
+        rating: Rating,
+        *,
+        message_id: str | None = None,
+        comment: str = "",
+        user_id: str | None = None,
+    ) -> int:
+        """Record feedback (ended threads take it too); returns its version."""
+        for _ in range(MAX_ATTEMPTS):
+            state = await self._state(thread_id)
+            if message_id is not None and message_id not in state.messages:
+                raise UnknownMessageError(f"no message {message_id!r} in thread {thread_id!r}")
+            event = FeedbackGiven(
+                thread_id=thread_id,
+                actor="user",
+                actor_id=user_id,
+                rating=rating,
+                message_id=message_id,
+                comment=comment,
+            )
+            try:
+                return (await self.store.append(thread_id, [event], state.version)).last_version
+            except ConcurrencyError:
+                continue
+        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+
+    async def cancel(self, thread_id: str, reply_id: str | None = None) -> str:
+        """Stop a running generation (by default the one on the active branch); it is recorded
+        as `reply.failed` with reason `cancelled` and the text so far."""
+        state = await self._state(thread_id)
+        if reply_id is None:
+            tip = active_tip(state)
+            reply_id = tip if tip is not None and state.messages[tip].kind == "pending" else None
+        if reply_id is None or reply_id not in state.messages:
+            raise NoGenerationError(f"thread {thread_id!r}: no generation is running")
+        if state.messages[reply_id].kind != "pending":
+            raise NoGenerationError(f"thread {thread_id!r}: reply {reply_id!r} is not running")
+        local = self._cancels.get(reply_id)
+        if local is not None:
+            local.set()
+        elif await self.leases.alive(thread_id, reply_id):
+            await self.leases.request_cancel(thread_id, reply_id)
+        else:
+            await self.recover(thread_id)
+        return reply_id
+
+    async def recover(self, thread_id: str) -> list[str]:
+        """Close the generations of the thread whose owner is gone (`reply.failed`, reason
+        `owner_lost`). Safe to call from any number of processes: each closes once."""
+        closed: list[str] = []
+        for _ in range(MAX_ATTEMPTS):
+            state = await self._state(thread_id)
+            lost = [
+                m
+                for m in state.messages.values()
+                if m.kind == "pending"
+                and m.id not in self._tasks
+                and not await self.leases.alive(thread_id, m.id)
+            ]
+            if not lost:
+                return closed
+            message = lost[0]
+            partial = await self._partial(thread_id, message.id)
+            event = ReplyFailed(
+                thread_id=thread_id,
+                actor="system",
+                actor_id=self.leases.owner,
+                message_id=message.id,
+                parent_id=message.parent_id or "",
+                reason="owner_lost",
+                partial_content=partial,
+                detail="the generation's lease expired",
+            )
+            try:
+                await self.store.append(thread_id, [event], state.version)
+            except (ConcurrencyError, InvalidBatchError, ThreadEndedError):
+                continue  # someone else wrote first; the next read tells
+            await self.live.close(thread_id, message.id, "lost")
+            closed.append(message.id)
+        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+
+    async def aclose(self) -> None:
+        """Let running generations finish (up to the grace period), then stop the rest: their
+        leases lapse and `recover` closes them."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- a turn ------------------------------------------------------------------------------
+
+    async def _take_turn(
+        self,
+        thread_id: str,
+        content: str,
+        message_id: str,
+        user_id: str | None,
+        *,
+        parent: str | None,
+        edit: str | None,
+    ) -> Turn:
+        if not content.strip():
+            raise InvalidTurnError("a message needs some text")
+        if len(content) > MAX_CONTENT:
+            raise InvalidTurnError(f"a message holds at most {MAX_CONTENT} characters")
+        classification: Classification | None = None
+        for _ in range(MAX_ATTEMPTS):
+            state = await self._state(thread_id)
+            existing = state.messages.get(message_id)
+            if existing is not None:
+                return _replayed(state, existing, content)
+            where = await self._place(state, parent=parent, edit=edit)
+            if where is None:
+                continue  # a lost generation was closed: look again
+            parent_id, edited = where
+            if classification is None:
+                classification = await self.classifier.classify(content, _context(state, parent_id))
+            opening = _opening(
+                thread_id, message_id, parent_id, edited, content, classification, user_id
+            )
+            preview = fold(opening, state)
+            assert state.started is not None
+            decision = decide(path(preview, message_id), Policy.from_ref(state.started.policy))
+            reply_id = new_id()
+            expires = await self.leases.acquire(thread_id, reply_id)
+            batch: list[AnyEvent] = [*opening]
+            if decision.refused_end is not None:
+                batch.append(
+                    EndRejected(
+                        thread_id=thread_id,
+                        actor="user",
+                        actor_id=user_id,
+                        leaf_id=message_id,
+                        reason=decision.refused_end,
+                    )
+                )
+            batch.append(
+                ReplyStarted(
+                    thread_id=thread_id,
+                    actor="model",
+                    message_id=reply_id,
+                    parent_id=message_id,
+                    model=self.model.name,
+                    lease_owner=self.leases.owner,
+                    lease_expires_at=expires,
+                )
+            )
+            try:
+                result = await self.store.append(thread_id, batch, state.version)
+            except ConcurrencyError:
+                await self.leases.release(thread_id, reply_id)
+                continue
+            except BaseException:
+                await self.leases.release(thread_id, reply_id)
+                raise
+            job = Job(
+                thread_id=thread_id,
+                message_id=message_id,
+                reply_id=reply_id,
+                decision=decision,
+                request=_request(preview, message_id, decision),
+                model=self.model.name,
+                user_id=user_id,
+            )
+            self._start(job)
+            return Turn(
+                thread_id=thread_id,
+                message_id=message_id,
+                reply_id=reply_id,
+                parent_id=parent_id,
+                edited_from=edited,
+                classification=classification,
+                decision=decision,
+                version=result.last_version,
+            )
+        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+
+    async def _place(
+        self, state: ThreadState, *, parent: str | None, edit: str | None
+    ) -> tuple[str | None, str | None] | None:
+        """Where the new message goes: (parent id, the message it edits), or None after closing
+        a lost generation that stood in the way."""
+        if state.thread_end is not None:
+            raise ThreadEndedError(state.thread_id, state.thread_end.version, None)
+        if edit is not None:
+            edited = _message(state, edit)
+            if edited.role != "user":
+                raise InvalidTurnError(
+                    f"message {edit!r} is a reply: only user messages are edited"
+                )
+            return edited.parent_id, edited.id
+        if parent is None:
+            tip = active_tip(state)
+            if tip is None:
+                return None, None
+            target = state.messages[tip]
+        else:
+            target = _message(state, parent)
+            if target.role != "assistant":
+                raise InvalidTurnError(f"message {parent!r} is a user message: post below a reply")
+        end = state.ends.get(target.id)
+        if end is not None:
+            raise ThreadEndedError(state.thread_id, end.version, target.id)
+        running = [target] if target.kind == "pending" else _running_below(state, target)
+        for reply in running:
+            if await self.leases.alive(state.thread_id, reply.id) or reply.id in self._tasks:
+                raise TurnInProgressError(state.thread_id, reply.id)
+        if running:
+            await self.recover(state.thread_id)
+            return None
+        if target.role == "user":
+            raise InvalidTurnError(f"message {target.id!r} has no reply yet")
+        edited_id = target.children[-1] if target.children else None
+        return target.id, edited_id
+
+    def _start(self, job: Job) -> None:
+        cancel = asyncio.Event()
+        self._cancels[job.reply_id] = cancel
+        task = asyncio.create_task(self.runner.run(job, cancel), name=f"reply {job.reply_id}")
+        self._tasks[job.reply_id] = task
+
+        def forget(done: asyncio.Task[Outcome]) -> None:
+            self._tasks.pop(job.reply_id, None)
+            self._cancels.pop(job.reply_id, None)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("generation %s failed", job.reply_id, exc_info=done.exception())
+
+        task.add_done_callback(forget)
+
+    async def _state(self, thread_id: str) -> ThreadState:
+        state = await self.reader.state(thread_id)
+        if state.started is None:
+            raise ThreadNotFoundError(thread_id)
+        return state
+
+    async def _partial(self, thread_id: str, reply_id: str) -> str:
+        items = await self.live.read(thread_id, reply_id)
+        return "".join(item.text for item in items if not isinstance(item, Closed))
+
+
+def _message(state: ThreadState, message_id: str) -> Message:
+    message = state.messages.get(message_id)
+    if message is None:
+        raise UnknownMessageError(f"no message {message_id!r} in thread {state.thread_id!r}")
+    return message
+
+
+def _running_below(state: ThreadState, reply: Message) -> list[Message]:
+    """Generations answering the user messages posted below `reply`."""
+    return [
+        state.messages[grandchild]
+        for child in reply.children
+        for grandchild in state.messages[child].children
+        if state.messages[grandchild].kind == "pending"
+    ]
+
+
+def _context(state: ThreadState, parent_id: str | None) -> Context:
+    if parent_id is None:
+        return Context()
+    earlier = [m.content for m in path(state, parent_id) if m.role == "user"]
+    return Context(previous=tuple(earlier[-CONTEXT_MESSAGES:]))
+
+
+def _opening(
+    thread_id: str,
+    message_id: str,
+    parent_id: str | None,
+    edited: str | None,
+    content: str,
+    classification: Classification,
+    user_id: str | None,
+) -> list[AnyEvent]:
+    events: list[AnyEvent] = []
+    if edited is not None:
+        events.append(
+            BranchForked(
+                thread_id=thread_id,
+                actor="user",
+                actor_id=user_id,
+                edited_message_id=edited,
+                parent_id=parent_id,
+                new_message_id=message_id,
+            )
+        )
+    events.append(
+        MessagePosted(
+            thread_id=thread_id,
+            actor="user",
+            actor_id=user_id,
+            message_id=message_id,
+            parent_id=parent_id,
+            content=content,
+        )
+    )
+    events.append(
+        MessageClassified(
+            thread_id=thread_id,
+            actor="classifier",
+            message_id=message_id,
+            classifier=classification.classifier,
+            classifier_version=classification.version,
+            tier=classification.tier,
+            categories=classification.categories,
+            score=classification.score,
+            error=classification.error,
+        )
+    )
+    return events
+
+
+def _request(state: ThreadState, message_id: str, decision: Decision) -> ModelRequest:
+    messages = tuple(
+        ChatMessage(m.role, m.content)
+        for m in path(state, message_id)
+        if m.content and m.kind != "failed"
+    )
+    return ModelRequest(
+        directive=decision.directive,
+        messages=messages,
+        category=decision.category,
+        attempt=decision.attempt,
+    )
+
+
+def _replayed(state: ThreadState, message: Message, content: str) -> Turn:
+    if message.role != "user" or message.content != content:
+        raise MessageConflictError(state.thread_id, message.id)
+    last = message.classifications[-1] if message.classifications else None
+    classification = Classification(
+        tier=last.tier if last else "unknown",
+        categories=last.categories if last else (),
+        score=last.score if last else 0.0,
+        classifier=last.classifier if last else "",
+        version=last.classifier_version if last else "",
+        error=last.error if last else None,
+    )
+    return Turn(
+        thread_id=state.thread_id,
+        message_id=message.id,
+        reply_id=message.children[0] if message.children else "",
+        parent_id=message.parent_id,
+        edited_from=message.edited_from,
+        classification=classification,
+        decision=None,
+        version=message.version,
+        replayed=True,
+    )
+
+
+def _job_of(turn: Turn) -> Job:
+    return Job(
+        thread_id=turn.thread_id,
+        message_id=turn.message_id,
+        reply_id=turn.reply_id,
+        decision=turn.decision or Decision(directive="answer", reason="a turn taken before"),
+        request=ModelRequest(directive="answer", messages=()),
+        model="",
+    )

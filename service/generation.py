@@ -1,0 +1,325 @@
+"""One generation, from the model's first word to the one append that records its end.
+
+The runner streams the model's deltas to the live channel (coalesced: whatever came while the
+previous write was in flight goes in the next), renews the lease, and watches for a cancel.
+Then it appends the reply as one event, and with it, in the same append, the end of the
+branch when the directive is an end, or `end.rejected` when the model asked to end and the
+policy refuses. Nothing is written below a farewell: the end closes the branch at the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncGenerator
+from typing import Final, Literal, TypeAlias, TypedDict
+
+import msgspec
+
+from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
+from events.schema import (
+    AnyEvent,
+    EndRejected,
+    ReplyCompleted,
+    ReplyFailed,
+    ReplyKind,
+    ReplyRedirected,
+    ReplyWarned,
+    ThreadEnded,
+)
+from events.store import RedisEventStore
+from projections.branches import path
+from projections.policy import Policy, may_end
+from projections.reader import ThreadReader
+from projections.state import End, Message, Rejection, ThreadState
+from service.errors import EngineError
+from service.ladder import Decision
+from service.leases import Leases
+from service.live import LiveChannel
+from service.model import END_TOOL, Finished, Model, ModelError, ModelRequest, TextDelta, ToolCall
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS: Final = 50
+Status: TypeAlias = Literal["completed", "redirected", "warned", "failed", "ended", "lost"]
+
+_KINDS: Final[dict[str, ReplyKind]] = {
+    "answer": "answer",
+    "crisis_support": "crisis_support",
+    "confirm_end": "end_confirmation",
+    "end": "farewell",
+    "end_by_user": "farewell",
+}
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A generation to run: where its reply goes, what it must do, and who asked."""
+
+    thread_id: str
+    message_id: str
+    reply_id: str
+    decision: Decision
+    request: ModelRequest
+    model: str
+    user_id: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a turn ended: the reply as recorded, the end it brought, and refused end requests."""
+
+    thread_id: str
+    message_id: str
+    reply_id: str
+    reply: Message | None
+    ended: End | None
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def status(self) -> Status:
+        if self.ended is not None:
+            return "ended"
+        if self.reply is None or self.reply.kind == "pending":
+            return "lost"
+        kind = self.reply.kind
+        if kind == "redirect":
+            return "redirected"
+        if kind == "warning":
+            return "warned"
+        return "failed" if kind == "failed" else "completed"
+
+
+class _ReplyIds(TypedDict):
+    thread_id: str
+    message_id: str
+    parent_id: str
+
+
+class _Result(msgspec.Struct, kw_only=True):
+    text: str = ""
+    calls: list[ToolCall] = []
+    finish: Finished = Finished()
+    failure: tuple[Literal["error", "cancelled", "timeout"], str] | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        reader: ThreadReader,
+        live: LiveChannel,
+        leases: Leases,
+        model: Model,
+        *,
+        renew_every: float,
+        timeout: float,
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self.live = live
+        self.leases = leases
+        self.model = model
+        self.renew_every = renew_every
+        self.timeout = timeout
+
+    async def run(self, job: Job, cancel: asyncio.Event) -> Outcome:
+        result = await self._generate(job, cancel)
+        outcome = await self._record(job, result)
+        await self.live.close(job.thread_id, job.reply_id, outcome.status)
+        await self.leases.release(job.thread_id, job.reply_id)
+        return outcome
+
+    async def _generate(self, job: Job, cancel: asyncio.Event) -> _Result:
+        result = _Result()
+        parts: list[str] = []
+        queued: list[str] = []
+        wake = asyncio.Event()
+        finished = False
+
+        async def consume() -> None:
+            events = self.model.stream(job.request)
+            try:
+                async for event in events:
+                    match event:
+                        case TextDelta(text=text):
+                            parts.append(text)
+                            queued.append(text)
+                            wake.set()
+                        case ToolCall():
+                            result.calls.append(event)
+                        case Finished():
+                            result.finish = event
+            finally:
+                if isinstance(events, AsyncGenerator):  # closes the model's connection at once
+                    await events.aclose()
+
+        async def relay() -> None:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if queued:
+                    chunk = "".join(queued)
+                    queued.clear()
+                    if await self.live.publish(job.thread_id, job.reply_id, chunk):
+                        cancel.set()
+                if finished and not queued:
+                    return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.renew_every)
+                if await self.leases.renew(job.thread_id, job.reply_id):
+                    cancel.set()
+
+        relayer = asyncio.create_task(relay())
+        renewer = asyncio.create_task(renew())
+        consumer = asyncio.create_task(consume())
+        stopper = asyncio.create_task(cancel.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {consumer, stopper}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if consumer in done:
+                error = consumer.exception()
+                if isinstance(error, ModelError):
+                    result.failure = ("error", str(error) or type(error).__name__)
+                elif error is not None:
+                    # A bug in an adapter must still close the generation; the trace is logged.
+                    log.error("model %s failed", self.model.name, exc_info=error)
+                    result.failure = ("error", f"{type(error).__name__}: {error}")
+            else:
+                result.failure = (
+                    ("cancelled", "cancelled") if cancel.is_set() else ("timeout", "timed out")
+                )
+        finally:
+            for task in (consumer, stopper, renewer):
+                task.cancel()
+            await asyncio.gather(consumer, stopper, renewer, return_exceptions=True)
+            finished = True
+            wake.set()
+            await relayer
+        result.text = "".join(parts)
+        return result
+
+    async def _record(self, job: Job, result: _Result) -> Outcome:
+        """Append the reply (with an end or a refused end); retried over concurrent writes."""
+        for _ in range(MAX_ATTEMPTS):
+            state = await self.reader.state(job.thread_id)
+            reply = state.messages.get(job.reply_id)
+            if reply is None or reply.kind != "pending":
+                return outcome_of(state, job)  # closed meanwhile: ended in flight, or lost
+            events = closing_events(
+                job, state, result.text, result.calls, result.finish, result.failure
+            )
+            try:
+                await self.store.append(job.thread_id, events, state.version)
+            except ConcurrencyError:
+                continue
+            except (ThreadEndedError, InvalidBatchError):
+                continue  # the next read shows what closed the generation
+            return outcome_of(await self.reader.state(job.thread_id), job)
+        raise EngineError(f"thread {job.thread_id!r}: could not record reply {job.reply_id!r}")
+
+
+def closing_events(
+    job: Job,
+    state: ThreadState,
+    text: str,
+    calls: list[ToolCall],
+    finish: Finished,
+    failure: tuple[Literal["error", "cancelled", "timeout"], str] | None,
+) -> list[AnyEvent]:
+    """The events that end the generation: the reply, then an end or a refused end."""
+    if failure is not None:
+        reason, detail = failure
+        return [
+            ReplyFailed(
+                **_ids(job), actor="model", reason=reason, partial_content=text, detail=detail
+            )
+        ]
+    decision = job.decision
+    events: list[AnyEvent] = [_reply(job, decision, text, finish)]
+    assert state.started is not None
+    policy = Policy.from_ref(state.started.policy)
+    asked = [call for call in calls if call.name == END_TOOL]
+    if decision.directive not in ("end", "end_by_user") and not asked:
+        return events
+    if decision.directive == "end_by_user":
+        actor: Literal["user", "model", "policy"] = "user"
+    else:
+        actor = "model" if asked else "policy"
+    verdict = may_end(path(state, job.message_id), policy, actor)
+    if not verdict.allowed:
+        events.append(
+            EndRejected(
+                thread_id=job.thread_id,
+                actor=actor,
+                actor_id=job.user_id if actor == "user" else None,
+                leaf_id=job.reply_id,
+                reason=verdict.reason,
+                category=decision.category,
+            )
+        )
+        return events
+    stated = asked[0].arguments.get("reason") if asked else None
+    events.append(
+        ThreadEnded(
+            thread_id=job.thread_id,
+            actor=actor,
+            actor_id=job.user_id if actor == "user" else None,
+            leaf_id=job.reply_id,
+            scope=policy.end_scope,
+            reason=stated if isinstance(stated, str) and stated else verdict.reason,
+            policy_version=policy.version,
+            category=decision.category,
+            evidence=decision.evidence,
+        )
+    )
+    return events
+
+
+def outcome_of(state: ThreadState, job: Job) -> Outcome:
+    end = state.ends.get(job.reply_id)
+    if end is None and state.thread_end is not None and state.thread_end.leaf_id == job.reply_id:
+        end = state.thread_end
+    return Outcome(
+        thread_id=job.thread_id,
+        message_id=job.message_id,
+        reply_id=job.reply_id,
+        reply=state.messages.get(job.reply_id),
+        ended=end,
+        rejections=tuple(
+            r for r in state.rejections if r.leaf_id in (job.reply_id, job.message_id)
+        ),
+    )
+
+
+def _ids(job: Job) -> _ReplyIds:
+    return {"thread_id": job.thread_id, "message_id": job.reply_id, "parent_id": job.message_id}
+
+
+def _reply(job: Job, decision: Decision, text: str, finish: Finished) -> AnyEvent:
+    match decision.directive:
+        case "redirect":
+            return ReplyRedirected(
+                **_ids(job),
+                actor="model",
+                content=text,
+                attempt=decision.attempt,
+                category=decision.category or "",
+            )
+        case "warn":
+            return ReplyWarned(
+                **_ids(job), actor="model", content=text, category=decision.category or ""
+            )
+        case _:
+            return ReplyCompleted(
+                **_ids(job),
+                actor="model",
+                content=text,
+                kind=_KINDS[decision.directive],
+                content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                finish_reason=finish.finish_reason,
+                model=job.model,
+                usage=finish.usage,
+            )

@@ -1,0 +1,54 @@
+"""Who owns a running generation: a Redis key per generation that expires unless renewed.
+
+The lease is taken before `reply.started` is appended (the event records its owner and first
+expiry) and renewed while the generation runs. A generation still pending in the event stream
+whose lease key is gone has lost its owner: any process may then close it as `reply.failed`
+(`owner_lost`), and the store's rule that a generation ends exactly once makes that happen once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from events.errors import redis_errors
+from events.keys import Keyspace
+from events.store import Redis
+
+
+class Leases:
+    def __init__(self, client: Redis, keys: Keyspace, *, owner: str, seconds: float) -> None:
+        self.redis = client
+        self.keys = keys
+        self.owner = owner
+        self.ms = max(1, int(seconds * 1000))
+
+    async def acquire(self, thread_id: str, reply_id: str) -> datetime:
+        """Take the lease of a new generation; returns when it expires unless renewed."""
+        with redis_errors():
+            await self.redis.set(self.keys.lease(thread_id, reply_id), self.owner, px=self.ms)
+        return datetime.now(UTC) + timedelta(milliseconds=self.ms)
+
+    async def renew(self, thread_id: str, reply_id: str) -> bool:
+        """Extend the lease; True if the generation was asked to stop meanwhile."""
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.keys.lease(thread_id, reply_id), self.owner, px=self.ms)
+            pipe.exists(self.keys.cancel(thread_id, reply_id))
+            replies = await pipe.execute()
+        return bool(replies[-1])
+
+    async def release(self, thread_id: str, reply_id: str) -> None:
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(self.keys.lease(thread_id, reply_id))
+            pipe.delete(self.keys.cancel(thread_id, reply_id))
+            await pipe.execute()
+
+    async def alive(self, thread_id: str, reply_id: str) -> bool:
+        with redis_errors():
+            return bool(await self.redis.exists(self.keys.lease(thread_id, reply_id)))
+
+    async def request_cancel(self, thread_id: str, reply_id: str) -> None:
+        """Ask the owner, whichever process it is, to cancel the generation."""
+        with redis_errors():
+            await self.redis.set(self.keys.cancel(thread_id, reply_id), b"1", px=self.ms)

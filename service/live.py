@@ -1,0 +1,104 @@
+"""The live channel: a generation's text deltas as they come, for any process to relay.
+
+One short-lived Redis stream per generation (`coda:{p}:live:<thread>:<reply>`): entries `d`
+(a piece of text) and, last, `end` (the generation's outcome: completed, redirected, warned,
+failed). Readers resume after any entry id. It is a relay, not history: it expires, and the
+final text lands in the thread's event stream as one `reply.*` event with its content hash.
+
+The owner's writes double as its check for a cancellation that another process asked for,
+so a cancel reaches the generation at its next piece of text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+from events.errors import redis_errors
+from events.keys import Keyspace
+from events.store import Redis
+
+DEFAULT_TTL: Final = 3600  # seconds after the last write
+DEFAULT_BLOCK_MS: Final = 5_000
+_DELTA: Final = b"d"
+_END: Final = b"end"
+
+
+class Delta(msgspec.Struct, frozen=True):
+    entry_id: str
+    text: str
+
+
+class Closed(msgspec.Struct, frozen=True):
+    entry_id: str
+    outcome: str
+
+
+LiveItem: TypeAlias = Delta | Closed
+
+
+class LiveChannel:
+    def __init__(self, client: Redis, keys: Keyspace, *, ttl: int = DEFAULT_TTL) -> None:
+        self.redis = client
+        self.keys = keys
+        self.ttl = ttl
+
+    async def publish(self, thread_id: str, reply_id: str, text: str) -> bool:
+        """Add a piece of text; True if the generation was asked to stop meanwhile."""
+        key = self.keys.live(thread_id, reply_id)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(key, {_DELTA: text.encode()})
+            pipe.expire(key, self.ttl)
+            pipe.exists(self.keys.cancel(thread_id, reply_id))
+            replies = await pipe.execute()
+        return bool(replies[-1])
+
+    async def close(self, thread_id: str, reply_id: str, outcome: str) -> None:
+        key = self.keys.live(thread_id, reply_id)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(key, {_END: outcome.encode()})
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
+
+    async def read(
+        self, thread_id: str, reply_id: str, *, after: str = "0-0", block_ms: int | None = None
+    ) -> list[LiveItem]:
+        """The items after `after`, waiting up to `block_ms` for one if there are none yet."""
+        key = self.keys.live(thread_id, reply_id)
+        with redis_errors():
+            reply: Any = await self.redis.xread({key: after}, block=block_ms)
+        items: list[LiveItem] = []
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                items.append(_item(_text(entry_id), fields))
+        return items
+
+    async def follow(
+        self, thread_id: str, reply_id: str, *, after: str = "0-0", block_ms: int = DEFAULT_BLOCK_MS
+    ) -> AsyncIterator[LiveItem]:
+        """Every item after `after` until the generation closes, or until nothing comes for
+        `block_ms` (the channel expired, or its owner died: the event stream then has the
+        truth)."""
+        while True:
+            items = await self.read(thread_id, reply_id, after=after, block_ms=block_ms)
+            if not items:
+                return
+            for item in items:
+                yield item
+                if isinstance(item, Closed):
+                    return
+            after = items[-1].entry_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _item(entry_id: str, fields: dict[bytes, bytes]) -> LiveItem:
+    if _END in fields:
+        return Closed(entry_id, fields[_END].decode())
+    return Delta(entry_id, fields.get(_DELTA, b"").decode())
