@@ -43,6 +43,10 @@ class Classifier(Protocol):
 
     async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification: ...
 
+    async def aclose(self) -> None:
+        """Release what the classifier holds (an HTTP client, ...)."""
+        ...
+
 
 class ClassifierError(Exception):
     """A classifier could not give an answer (unreachable, refused, answered nonsense)."""
@@ -69,3 +73,6 @@ class GuardedClassifier:
         return Classification(
             tier="unknown", classifier=self.name, version=self.version, error=error
         )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -14,9 +14,12 @@
                                      keep a view (thread summaries, analytics) up to date
     coda analytics --tenant T [--from DAY] [--to DAY] [--view NAME] [--json]
                                      print a view's analytics, a column a day
+    coda classify [TEXT...] [--classifier NAME] [--classifier-url URL]
+                                     classify each TEXT (or each line of stdin): a JSON line each
 
 Where the events live comes from the environment (REDIS_URL, CODA_DATA_DIR, ...; see
-docs/storage.md). Errors are one line on stderr, with exit status 2.
+docs/storage.md); which classifier runs, from CODA_CLASSIFIER and the flags (docs/policy.md).
+Errors are one line on stderr, with exit status 2.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from projections.branches import active_tip
 from projections.projector import DEFAULT_VIEW, Projector
 from projections.reader import ThreadReader
 from service import reports
+from service.classifier import Classification
+from service.config import CLASSIFIERS, ConfigError, Settings, build_classifier
 
 _json = msgspec.json.Encoder()
 
@@ -56,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
     try:
         return asyncio.run(command(args))
-    except (EventStoreError, CommandError) as exc:  # TransferError is an EventStoreError
+    except (EventStoreError, CommandError, ConfigError) as exc:  # TransferError is one too
         print(f"coda: {exc}", file=sys.stderr)
         return 2
 
@@ -165,6 +170,45 @@ async def analytics(args: argparse.Namespace) -> int:
     return 0
 
 
+async def classify(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    overrides = {
+        "classifier": args.classifier,
+        "classifier_url": args.classifier_url,
+        "classifier_model": args.classifier_model,
+        "classifier_timeout": args.timeout,
+    }
+    settings = msgspec.structs.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    classifier = build_classifier(settings)
+    texts: Iterable[str] = args.texts or (line.rstrip("\n") for line in sys.stdin)
+    try:
+        for text in texts:
+            if not text.strip():
+                continue
+            result = await classifier.classify(text)
+            sys.stdout.buffer.write(_json.encode(_classified(text, result)) + b"\n")
+            sys.stdout.flush()
+    finally:
+        await classifier.aclose()
+    return 0
+
+
+def _classified(text: str, result: Classification) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "text": text,
+        "tier": result.tier,
+        "categories": list(result.categories),
+        "score": result.score,
+        "classifier": result.classifier,
+        "version": result.version,
+    }
+    if result.error is not None:
+        line["error"] = result.error
+    return line
+
+
 def _write(path: str | None, lines: Iterable[bytes]) -> None:
     try:
         with open(path, "wb") if path else nullcontext(sys.stdout.buffer) as out:
@@ -235,6 +279,13 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="print them as JSON")
     cmd.set_defaults(run=analytics)
 
+    cmd = commands.add_parser("classify", help="classify texts (or stdin lines) as JSON lines")
+    cmd.add_argument("texts", nargs="*", metavar="TEXT")
+    cmd.add_argument("--classifier", choices=CLASSIFIERS, help="default: CODA_CLASSIFIER or rules")
+    cmd.add_argument("--classifier-url", help="the classifier service's base URL (/v1)")
+    cmd.add_argument("--classifier-model", help="the classifier service's model")
+    cmd.add_argument("--timeout", type=_seconds, help="seconds before a text counts as unknown")
+    cmd.set_defaults(run=classify)
     cmd = commands.add_parser("events", help="print a thread's events as NDJSON")
     cmd.add_argument("thread")
     cmd.add_argument("--after", type=_whole, default=0, help="only versions above this")
@@ -254,6 +305,16 @@ def _whole(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
 
 

@@ -81,6 +81,10 @@ class Model(Protocol):
         """
         ...
 
+    async def aclose(self) -> None:
+        """Release what the model holds (an HTTP client, ...)."""
+        ...
+
 
 class ModelError(Exception):
     """A model could not produce a reply (unreachable, refused, overloaded past the retries)."""

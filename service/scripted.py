@@ -55,6 +55,9 @@ class ScriptedModel:
         self.delay = delay
         self.fail_after = fail_after
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         text = reply_text(request)
         words = text.split(" ")

@@ -61,3 +61,6 @@ class HangingClassifier:
     async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        pass

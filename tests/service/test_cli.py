@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -211,3 +212,54 @@ def test_audit_all_prints_a_line_a_thread_and_fails_if_any_does(
 def test_audit_needs_a_thread_or_all(env: Keyspace, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit"]) == 2
     assert capsys.readouterr().err == "coda: name a thread, or give --all\n"
+
+
+def test_classify_prints_a_json_line_per_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "how do i kill a python process", "i want to kill myself"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        {
+            "text": "how do i kill a python process",
+            "tier": "benign",
+            "categories": [],
+            "score": 0.0,
+            "classifier": "rules",
+            "version": "2",
+        },
+        {
+            "text": "i want to kill myself",
+            "tier": "crisis",
+            "categories": ["suicide_self_harm"],
+            "score": 0.95,
+            "classifier": "rules",
+            "version": "2",
+        },
+    ]
+
+
+def test_classify_reads_lines_from_stdin_when_given_no_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("you stupid bot\n\nwrite a haiku\n"))
+    assert main(["classify"]) == 0
+    tiers = [json.loads(line)["tier"] for line in capsys.readouterr().out.splitlines()]
+    assert tiers == ["terminable", "benign"]
+
+
+def test_classify_with_an_unusable_classifier_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CODA_CLASSIFIER_URL", raising=False)
+    assert main(["classify", "--classifier", "llama-guard", "hi"]) == 2
+    assert capsys.readouterr().err == "coda: CODA_CLASSIFIER=llama-guard needs CODA_CLASSIFIER_URL\n"
+
+
+def test_classify_through_an_unreachable_service_gives_unknown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "http://127.0.0.1:9/v1"  # the discard port: nothing listens
+    args = ["classify", "--classifier", "openai-moderation", "--classifier-url", url, "hi"]
+    assert main([*args, "--timeout", "5"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert (line["tier"], line["classifier"]) == ("unknown", "openai-moderation")
+    assert "ConnectError" in line["error"]
