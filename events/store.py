@@ -10,6 +10,7 @@ from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 import msgspec
 import redis.asyncio
+import redis.asyncio.client
 import redis.asyncio.cluster
 from redis.exceptions import NoScriptError
 
@@ -38,6 +39,7 @@ from events.schema import AnyEvent, ThreadEnded, decode, encode, placement, tag_
 from events.verify import VerifyReport, check
 
 Redis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+Pipeline: TypeAlias = "redis.asyncio.client.Pipeline | redis.asyncio.cluster.ClusterPipeline"
 
 _Rows: TypeAlias = list[tuple[bytes, dict[bytes, bytes]]]
 

@@ -10,13 +10,15 @@ folded from the events. Both are caches: without them every answer is the same.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 import msgspec
 
 from events.chain import GENESIS
 from events.errors import redis_errors
-from events.records import RecordedEvent
+from events.records import AppendResult, RecordedEvent
+from events.schema import AnyEvent
 from events.store import RedisEventStore
 from projections.snapshot import dump, load
 from projections.state import EMPTY, ThreadState, fold
@@ -70,6 +72,29 @@ class ThreadReader:
                 kept = kept._replace(snapshotted=kept.state.version)
             self._remember(thread_id, kept)
         return kept.state
+
+    def cached(self, thread_id: str) -> ThreadState | None:
+        """The newest state this reader holds of the thread, without asking Redis: it may be
+        behind. Writers use it optimistically; the store's version check catches a stale one."""
+        kept = self._cache.get(thread_id)
+        return kept.state if kept is not None else None
+
+    def advance(
+        self, state: ThreadState, events: Sequence[AnyEvent], result: AppendResult
+    ) -> ThreadState | None:
+        """The state after this process appended `events` at `state.version`, folded here
+        without a read and kept as the thread's newest state; None if the append was not a
+        plain continuation of `state` (a replayed batch): then read it."""
+        thread_id = result.thread_id
+        if result.replayed or result.first_version != state.version + 1:
+            self._cache.pop(thread_id, None)
+            return None
+        after = fold(events, state)
+        previous = self._cache.get(thread_id)
+        self._remember(
+            thread_id, _Kept(after, result.head, previous.snapshotted if previous else 0)
+        )
+        return after
 
     async def _catch_up(
         self, thread_id: str, kept: _Kept, target: int, version: int, head: bytes

@@ -303,8 +303,12 @@ class Engine:
         if len(content) > MAX_CONTENT:
             raise InvalidTurnError(f"a message holds at most {MAX_CONTENT} characters")
         classification: Classification | None = None
+        cached = self.reader.cached(thread_id)
         for _ in range(MAX_ATTEMPTS):
-            state = await self._state(thread_id)
+            # Optimistic: the state this process holds, if any; a stale one fails the append's
+            # version check, and the next attempt reads the stored thread.
+            state = cached if cached is not None else await self._state(thread_id)
+            cached = None
             existing = state.messages.get(message_id)
             if existing is not None:
                 return _replayed(state, existing, content)
@@ -352,6 +356,7 @@ class Engine:
             except BaseException:
                 await self.leases.release(thread_id, reply_id)
                 raise
+            self.reader.advance(state, batch, result)
             job = Job(
                 thread_id=thread_id,
                 message_id=message_id,

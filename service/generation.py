@@ -17,7 +17,7 @@ from typing import Final, Literal, TypeAlias, TypedDict
 
 import msgspec
 
-from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
+from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError, redis_errors
 from events.schema import (
     AnyEvent,
     EndRejected,
@@ -97,6 +97,7 @@ class _ReplyIds(TypedDict):
 
 class _Result(msgspec.Struct, kw_only=True):
     text: str = ""
+    tail: str = ""  # the end of the text, not relayed yet
     calls: list[ToolCall] = []
     finish: Finished = Finished()
     failure: tuple[Literal["error", "cancelled", "timeout"], str] | None = None
@@ -125,8 +126,12 @@ class Runner:
     async def run(self, job: Job, cancel: asyncio.Event) -> Outcome:
         result = await self._generate(job, cancel)
         outcome = await self._record(job, result)
-        await self.live.close(job.thread_id, job.reply_id, outcome.status)
-        await self.leases.release(job.thread_id, job.reply_id)
+        # The text not relayed yet, the outcome and the lease's release: one round trip.
+        with redis_errors():
+            pipe = self.live.redis.pipeline(transaction=False)
+            self.live.queue_close(pipe, job.thread_id, job.reply_id, outcome.status, result.tail)
+            self.leases.queue_release(pipe, job.thread_id, job.reply_id)
+            await pipe.execute()
         return outcome
 
     async def _generate(self, job: Job, cancel: asyncio.Event) -> _Result:
@@ -154,16 +159,18 @@ class Runner:
                     await events.aclose()
 
         async def relay() -> None:
+            # Whatever came while a write was in flight goes in the next one; what is left
+            # when the generation is over goes with its close.
             while True:
                 await wake.wait()
                 wake.clear()
+                if finished or consumer.done():
+                    return
                 if queued:
                     chunk = "".join(queued)
                     queued.clear()
                     if await self.live.publish(job.thread_id, job.reply_id, chunk):
                         cancel.set()
-                if finished and not queued:
-                    return
 
         async def renew() -> None:
             while True:
@@ -199,25 +206,31 @@ class Runner:
             wake.set()
             await relayer
         result.text = "".join(parts)
+        result.tail = "".join(queued)
         return result
 
     async def _record(self, job: Job, result: _Result) -> Outcome:
         """Append the reply (with an end or a refused end); retried over concurrent writes."""
+        cached = self.reader.cached(job.thread_id)
         for _ in range(MAX_ATTEMPTS):
-            state = await self.reader.state(job.thread_id)
+            # The state this process holds is used first; the version check catches a stale one.
+            state = cached if cached is not None else await self.reader.state(job.thread_id)
             reply = state.messages.get(job.reply_id)
             if reply is None or reply.kind != "pending":
+                if cached is not None:
+                    cached = None  # perhaps only behind: look at the stored thread
+                    continue
                 return outcome_of(state, job)  # closed meanwhile: ended in flight, or lost
+            cached = None
             events = closing_events(
                 job, state, result.text, result.calls, result.finish, result.failure
             )
             try:
-                await self.store.append(job.thread_id, events, state.version)
-            except ConcurrencyError:
-                continue
-            except (ThreadEndedError, InvalidBatchError):
-                continue  # the next read shows what closed the generation
-            return outcome_of(await self.reader.state(job.thread_id), job)
+                appended = await self.store.append(job.thread_id, events, state.version)
+            except (ConcurrencyError, ThreadEndedError, InvalidBatchError):
+                continue  # the next read shows what changed, or what closed the generation
+            after = self.reader.advance(state, events, appended)
+            return outcome_of(after or await self.reader.state(job.thread_id), job)
         raise EngineError(f"thread {job.thread_id!r}: could not record reply {job.reply_id!r}")
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from events.errors import redis_errors
 from events.keys import Keyspace
-from events.store import Redis
+from events.store import Pipeline, Redis
 
 
 class Leases:
@@ -40,9 +40,12 @@ class Leases:
     async def release(self, thread_id: str, reply_id: str) -> None:
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.keys.lease(thread_id, reply_id))
-            pipe.delete(self.keys.cancel(thread_id, reply_id))
+            self.queue_release(pipe, thread_id, reply_id)
             await pipe.execute()
+
+    def queue_release(self, pipe: Pipeline, thread_id: str, reply_id: str) -> None:
+        pipe.delete(self.keys.lease(thread_id, reply_id))
+        pipe.delete(self.keys.cancel(thread_id, reply_id))
 
     async def alive(self, thread_id: str, reply_id: str) -> bool:
         with redis_errors():

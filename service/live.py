@@ -18,7 +18,7 @@ import msgspec
 
 from events.errors import redis_errors
 from events.keys import Keyspace
-from events.store import Redis
+from events.store import Pipeline, Redis
 
 DEFAULT_TTL: Final = 3600  # seconds after the last write
 DEFAULT_BLOCK_MS: Final = 5_000
@@ -56,13 +56,22 @@ class LiveChannel:
             replies = await pipe.execute()
         return bool(replies[-1])
 
-    async def close(self, thread_id: str, reply_id: str, outcome: str) -> None:
-        key = self.keys.live(thread_id, reply_id)
+    async def close(self, thread_id: str, reply_id: str, outcome: str, text: str = "") -> None:
+        """Add the last piece of text, if any, and the generation's outcome."""
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xadd(key, {_END: outcome.encode()})
-            pipe.expire(key, self.ttl)
+            self.queue_close(pipe, thread_id, reply_id, outcome, text)
             await pipe.execute()
+
+    def queue_close(
+        self, pipe: Pipeline, thread_id: str, reply_id: str, outcome: str, text: str = ""
+    ) -> None:
+        """Queue `close` into a pipeline (the owner closes and releases in one round trip)."""
+        key = self.keys.live(thread_id, reply_id)
+        if text:
+            pipe.xadd(key, {_DELTA: text.encode()})
+        pipe.xadd(key, {_END: outcome.encode()})
+        pipe.expire(key, self.ttl)
 
     async def read(
         self, thread_id: str, reply_id: str, *, after: str = "0-0", block_ms: int | None = None

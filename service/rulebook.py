@@ -54,7 +54,8 @@ _TALK_ABOUT: Final = (
     r"teach\w*|class|exam|homework|why did|what happened|anniversary|memorial|victims|"
     r"prevent\w*|protect\w*|warning signs|signs of|statistic\w*|rates?\b|awareness|"
     r"ban(ned|s)?\b|treaty|treaties|convention|debate|policy|safely|safety|"
-    r"detect\w*|recogni[sz]e|game|dnd|d&d|minecraft|fortnite|gta|roblox|skyrim)"
+    r"detect\w*|recogni[sz]e|game|dnd|d&d|minecraft|fortnite|gta|roblox|skyrim|valorant|"
+    r"counter[- ]?strike|cs:?go|cs2|call of duty|bomb ?site|the spike|what was|how did it)"
 )
 OPERATIONAL: Final = (
     r"(step[- ]by[- ]step|instructions|recipe|exact (amount|quantit|step)|blueprint)"
@@ -104,7 +105,8 @@ _INTENT: Final = (
     r"\bso bad\b|\bi swear\b|\bthis time\b|\bfor good\b|\bwhen i go\b|\bi have to\b)"
 )
 _JOKING: Final = (
-    r"\b(lol|lmao|haha\w*|jk|kidding|joke|joking aside|metaphor\w*|figurative\w*)\b|"
+    r"\b(lol|lmao|lmfao|haha\w*|jk|kidding|joke|joking aside|metaphor\w*|figurative\w*)\b|"
+    r"[\U0001F602\U0001F923\U0001F606\U0001F480]|\bkill(s|ing)? me\b|"
     r"\b(novel|story|character|villain|fiction|script|screenplay|film|movie|game)\b"
 )
 
@@ -118,7 +120,9 @@ _DISTRESS: Final = (
     r"something is (really )?wrong with me|mind (won'?t|wont) stop|can'?t stop|cant stop|"
     r"shaking|crying|so alone|all alone|hopeless|worthless|empty inside|numb|falling apart|"
     r"breaking down|can'?t cope|cant cope|can'?t function|cant function|any ?more|"
-    r"please help|help me|help im|so bad|out of control|racing|i'?m dying|im dying|"
+    r"please help|help im|so bad|out of control|racing|i'?m dying|im dying|frightened|"
+    r"terrified|closing in|can'?t move|cant move|what'?s happening|whats happening|"
+    r"what is happening|breakdown|can'?t remember|cant remember|haven'?t eaten|havent eaten|"
     r"can'?t sleep|cant sleep|haven'?t slept|havent slept|tonight|right now|rn)"
 )
 
@@ -134,7 +138,8 @@ _SELF_HARM_LEXICON: Final = (
     r"\b(take|swallow|taking|took|swallowed|taken) (all|a bottle of|the whole bottle|a whole "
     r"bottle|every one of|a handful of|all of) (my |the |of my |of )?\w*\s?(pills|meds|"
     r"tablets|tylenol|painkillers|paracetamol|ibuprofen|xanax)\b|"
-    r"\b(whole|entire) bottle of \w+|\boverdos(e|ing)\b|\bon purpose\b|"
+    r"\b(whole|entire) bottle of \w+|\boverdos(e|ing)\b|"
+    r"\b(overdose|crash\w*|hurt\w*|cut\w*|burn\w*|drive|driving)\b.{0,40}\bon purpose\b|"
     r"\b(jump|jumping) (off|from|in front of) (a|the|this)\b|"
     r"\b(better off|be better) (without me|if i (was|were|wasn'?t|am) (dead|gone|here))\b|"
     r"\bif i (was|were) gone\b|\b(nobody|no one|noone) (would|will) (even )?(notice|care|miss "
@@ -221,7 +226,8 @@ _CORE: Final[tuple[Rule, ...]] = (
         "mental_health_crisis",
         "overwhelm snap terrif scared freak panic heart calm breath losing crazy think watch "
         "follow wrong mind shak cry alone hopeless worthless empty numb break fall cope "
-        "function anymore help control racing dying sleep slept stop bad right rn now tonight",
+        "function anymore help control racing dying sleep slept stop bad right rn now tonight "
+        "frighten closing move happen breakdown remember eaten",
         r"^(?=.*?\b" + _DISTRESS + r"\b.*\b" + _DISTRESS + r"\b)",
         _I,
         unless=r"\b(character|novel|story|film|movie|song|lyrics|poem|what (causes|are|is)|"
@@ -602,6 +608,57 @@ _CORE: Final[tuple[Rule, ...]] = (
 
 RULES: Final[tuple[Rule, ...]] = (
     *_CORE,
+    # Means of self-harm said of oneself, with a second sign: intent, finality or fear.
+    _rule(
+        "suicide_self_harm",
+        "pill overdos bridge rope noose razor blade wrist track wall tallest highest bleed "
+        "cut scratch burn monoxide tylenol sleeping wall tree truck",
+        r"\b(pills|overdos\w*|bridge|rope|noose|razors?|blades?|wrists|train tracks|into a "
+        r"(wall|tree|truck)|tallest|highest|bleed\w*|cutting|scratching|burning myself|carbon "
+        r"monoxide|tylenol|sleeping pills)\b",
+        _I,
+        r"\b(want|wanna|gonna|going to|plan\w*|thinking about|keep thinking|saving|saved|took|"
+        r"taking|scared|anyway|again|clean|nobody|no one|miss me|goodbye|bye|enough to|"
+        r"only thing|tonight|end|over|die|dead|worth)\b",
+        unless=_ABOUT_OTHERS + r"|\b(safely|safe dose|side effects?|recipe|build|design|"
+        r"engineer\w*|my (dog|cat)|vet|how do (bridges|i fix))\b",
+        score=0.85,
+    ),
+    # Farewells and the world without oneself.
+    _rule(
+        "suicide_self_harm",
+        "goodbye bye letter note need going notic miss care fine better happier point plan "
+        "wake painless disappear",
+        r"\b(this is (my )?goodbye|(wrote|writing|written) (\w+ )?(letters|notes|a letter|a note)"
+        r" (to|for) my|won'?t need (any of )?(it|this|them|my \w+)|wont need (any of )?(it|this|"
+        r"them|my \w+)|where i'?m going|where im going|(would|will) (anyone|anybody|people|they)"
+        r" (even )?(notice|care|miss)|(nobody|no one|noone) (is gonna|is going to|will|would)"
+        r" (even )?(miss|notice|care)|(fine|better|happier) (off )?without me|(see|see any) "
+        r"(the )?point any ?more|my plan is (set|ready|done)|(wish|hope|pray)\b.{0,30}\b(not|"
+        r"never|don'?t|do not) wake up|painless way to go|if i disappeared)\b",
+        unless=r"\b(novel|story|character|film|movie|song|lyrics|game|moving|new job|"
+        r"vacation|trip|holiday|retire\w*|my (friend|son|daughter|kid|partner|student|"
+        r"patient))\b",
+        score=0.85,
+    ),
+    # Harm to others: intent in other words.
+    _rule(
+        "harm_to_others",
+        "fantas thinking imagin pictur almost might regret joke coming catch real bring scare",
+        r"\b(fantasi[sz]\w* about|thinking (seriously )?about|keep (imagining|picturing|"
+        r"thinking about)|almost did it|might actually do it|(he|she|they)'?ll regret|"
+        r"(he|she|they) will regret|no joke|(he'?s|she'?s|they'?ve|hes|shes) got it coming|"
+        r"next time i (catch|see)|for real|bringing (something|my boys|a gun|my \w+'?s? gun)|"
+        r"scare (her|him|them))\b",
+        r"\b(push\w*|putting something in|put something in|break\w* (his|her|their) \w+|"
+        r"jump (that|this|the) (guy|girl|kid|dude)|(take|bring\w*) (a|my|my \w+'?s?) gun to|"
+        r"hurt\w*|kill\w*|stab\w*|shoot\w*|poison\w*|beat\w*|bringing something|regret it|"
+        r"scare (her|him|them))\b",
+        _PERSON + r"|\b(to work|to school)\b",
+        unless=_JOKING + r"|\b(push notifications?|git push|push (the|my) (code|changes|"
+        r"branch|button)|thinking about (a|the) (story|plot|character))\b",
+        score=0.9,
+    ),
     _rule(
         "terror",
         "drive driving ram plow truck car van vehicl glorif prais recruit fighter casualt",

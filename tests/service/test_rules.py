@@ -22,7 +22,7 @@ from service.taxonomy import tier_of
 pytestmark = pytest.mark.anyio
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SETS = ("classify", "classify_holdout", "classify_fresh")
+SETS = ("classify", "classify_holdout", "classify_fresh", "classify_sealed")
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -53,7 +53,9 @@ def test_no_benign_message_is_classified_terminable(name: str) -> None:
     assert [t for t in wrong if tier_of(match(t)[0]) == "terminable"] == []
 
 
-@pytest.mark.parametrize(("name", "floor"), [("classify", 0.95), ("classify_holdout", 0.85)])
+@pytest.mark.parametrize(
+    ("name", "floor"), [("classify", 0.95), ("classify_holdout", 0.9), ("classify_fresh", 0.75)]
+)
 def test_crisis_recall_stays_high(name: str, floor: float) -> None:
     assert recall(confusion(load(name)), "crisis") >= floor
 
