@@ -15,7 +15,7 @@ import msgspec
 from events.schema import ThreadStarted
 from projections.state import Classification, End, Feedback, Message, Rejection, ThreadState
 
-FORMAT: Final = 2  # bump whenever ThreadState or what the fold derives changes
+FORMAT: Final = 3  # bump whenever ThreadState or what the fold derives changes
 
 
 class _Stored(msgspec.Struct, frozen=True, kw_only=True):

@@ -79,6 +79,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None = None
     attempt: int | None = None
     failure: str | None = None
+    lease_expires_at: datetime | None = None  # a generation's first lease, as it was started
 
     @property
     def tier(self) -> Tier | None:
@@ -209,6 +210,7 @@ class _Draft:
                 self._classification(event)
             case ReplyStarted():
                 self._reply(event, content="", kind="pending")
+                self._set(event.message_id, lease_expires_at=event.lease_expires_at)
             case ReplyCompleted():
                 self._reply(event, content=event.content, kind=event.kind)
             case ReplyRedirected():

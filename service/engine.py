@@ -78,7 +78,7 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
     edited_from: str | None
     classification: Classification
     decision: Decision | None  # None when the turn was taken before (a retry)
-    version: int
+    version: int  # the version of its first append: the message up to its reply.started
     replayed: bool = False
 
 
@@ -114,7 +114,6 @@ class Engine:
             timeout=self.settings.generation_timeout,
         )
         self._tasks: dict[str, asyncio.Task[Outcome]] = {}
-        self._cancels: dict[str, asyncio.Event] = {}
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -231,10 +230,10 @@ class Engine:
             raise NoGenerationError(f"thread {thread_id!r}: no generation is running")
         if state.messages[reply_id].kind != "pending":
             raise NoGenerationError(f"thread {thread_id!r}: reply {reply_id!r} is not running")
-        local = self._cancels.get(reply_id)
-        if local is not None:
-            local.set()
-        elif await self.leases.alive(thread_id, reply_id):
+        running = state.messages[reply_id]
+        if self.runner.cancel(reply_id):
+            pass
+        elif await self.leases.alive(thread_id, reply_id, running.lease_expires_at):
             await self.leases.request_cancel(thread_id, reply_id)
         else:
             await self.recover(thread_id)
@@ -251,7 +250,7 @@ class Engine:
                 for m in state.messages.values()
                 if m.kind == "pending"
                 and m.id not in self._tasks
-                and not await self.leases.alive(thread_id, m.id)
+                and not await self.leases.alive(thread_id, m.id, m.lease_expires_at)
             ]
             if not lost:
                 return closed
@@ -325,7 +324,7 @@ class Engine:
             assert state.started is not None
             decision = decide(path(preview, message_id), Policy.from_ref(state.started.policy))
             reply_id = new_id()
-            expires = await self.leases.acquire(thread_id, reply_id)
+            expires = self.leases.expiry()
             batch: list[AnyEvent] = [*opening]
             if decision.refused_end is not None:
                 batch.append(
@@ -351,11 +350,7 @@ class Engine:
             try:
                 result = await self.store.append(thread_id, batch, state.version)
             except ConcurrencyError:
-                await self.leases.release(thread_id, reply_id)
                 continue
-            except BaseException:
-                await self.leases.release(thread_id, reply_id)
-                raise
             self.reader.advance(state, batch, result)
             job = Job(
                 thread_id=thread_id,
@@ -407,7 +402,9 @@ class Engine:
             raise ThreadEndedError(state.thread_id, end.version, target.id)
         running = [target] if target.kind == "pending" else _running_below(state, target)
         for reply in running:
-            if await self.leases.alive(state.thread_id, reply.id) or reply.id in self._tasks:
+            if reply.id in self._tasks or await self.leases.alive(
+                state.thread_id, reply.id, reply.lease_expires_at
+            ):
                 raise TurnInProgressError(state.thread_id, reply.id)
         if running:
             await self.recover(state.thread_id)
@@ -418,14 +415,11 @@ class Engine:
         return target.id, edited_id
 
     def _start(self, job: Job) -> None:
-        cancel = asyncio.Event()
-        self._cancels[job.reply_id] = cancel
-        task = asyncio.create_task(self.runner.run(job, cancel), name=f"reply {job.reply_id}")
+        task = asyncio.create_task(self.runner.run(job), name=f"reply {job.reply_id}")
         self._tasks[job.reply_id] = task
 
         def forget(done: asyncio.Task[Outcome]) -> None:
             self._tasks.pop(job.reply_id, None)
-            self._cancels.pop(job.reply_id, None)
             if not done.cancelled() and done.exception() is not None:
                 log.error("generation %s failed", job.reply_id, exc_info=done.exception())
 
@@ -539,15 +533,17 @@ def _replayed(state: ThreadState, message: Message, content: str) -> Turn:
         version=last.classifier_version if last else "",
         error=last.error if last else None,
     )
+    reply_id = message.children[0] if message.children else ""
     return Turn(
         thread_id=state.thread_id,
         message_id=message.id,
-        reply_id=message.children[0] if message.children else "",
+        reply_id=reply_id,
         parent_id=message.parent_id,
         edited_from=message.edited_from,
         classification=classification,
         decision=None,
-        version=message.version,
+        # The turn's first append ended with its reply.started.
+        version=state.messages[reply_id].version if reply_id else message.version,
         replayed=True,
     )
 

@@ -122,9 +122,11 @@ class Runner:
         self.model = model
         self.renew_every = renew_every
         self.timeout = timeout
+        self._generating: dict[str, asyncio.Task[Outcome]] = {}
+        self._cancelling: set[str] = set()
 
-    async def run(self, job: Job, cancel: asyncio.Event) -> Outcome:
-        result = await self._generate(job, cancel)
+    async def run(self, job: Job) -> Outcome:
+        result = await self._generate(job)
         outcome = await self._record(job, result)
         # The text not relayed yet, the outcome and the lease's release: one round trip.
         with redis_errors():
@@ -134,29 +136,25 @@ class Runner:
             await pipe.execute()
         return outcome
 
-    async def _generate(self, job: Job, cancel: asyncio.Event) -> _Result:
+    def cancel(self, reply_id: str) -> bool:
+        """Stop a generation running in this process; False if none is generating here."""
+        task = self._generating.get(reply_id)
+        if task is None:
+            return False
+        self._cancelling.add(reply_id)
+        task.cancel()
+        return True
+
+    async def _generate(self, job: Job) -> _Result:
+        """Stream the model's reply. It runs in the generation's own task (no task per stream):
+        `cancel` cancels that task while it is here, and the cancellation is caught below."""
         result = _Result()
         parts: list[str] = []
         queued: list[str] = []
         wake = asyncio.Event()
-        finished = False
-
-        async def consume() -> None:
-            events = self.model.stream(job.request)
-            try:
-                async for event in events:
-                    match event:
-                        case TextDelta(text=text):
-                            parts.append(text)
-                            queued.append(text)
-                            wake.set()
-                        case ToolCall():
-                            result.calls.append(event)
-                        case Finished():
-                            result.finish = event
-            finally:
-                if isinstance(events, AsyncGenerator):  # closes the model's connection at once
-                    await events.aclose()
+        done = False
+        relaying: list[asyncio.Task[None]] = []
+        renewing: list[asyncio.Task[None]] = []
 
         async def relay() -> None:
             # Whatever came while a write was in flight goes in the next one; what is left
@@ -164,47 +162,64 @@ class Runner:
             while True:
                 await wake.wait()
                 wake.clear()
-                if finished or consumer.done():
+                if done:
                     return
-                if queued:
-                    chunk = "".join(queued)
-                    queued.clear()
-                    if await self.live.publish(job.thread_id, job.reply_id, chunk):
-                        cancel.set()
+                chunk = "".join(queued)
+                queued.clear()
+                if chunk and await self.live.publish(job.thread_id, job.reply_id, chunk):
+                    self.cancel(job.reply_id)  # another process asked
 
         async def renew() -> None:
             while True:
-                await asyncio.sleep(self.renew_every)
                 if await self.leases.renew(job.thread_id, job.reply_id):
-                    cancel.set()
+                    self.cancel(job.reply_id)
+                await asyncio.sleep(self.renew_every)
 
-        relayer = asyncio.create_task(relay())
-        renewer = asyncio.create_task(renew())
-        consumer = asyncio.create_task(consume())
-        stopper = asyncio.create_task(cancel.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._generating[job.reply_id] = task
+        # Most generations end before their first lease does: only a longer one renews it.
+        first_renewal = asyncio.get_running_loop().call_later(
+            self.renew_every, lambda: renewing.append(asyncio.create_task(renew()))
+        )
+        events = self.model.stream(job.request)
         try:
-            done, _ = await asyncio.wait(
-                {consumer, stopper}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if consumer in done:
-                error = consumer.exception()
-                if isinstance(error, ModelError):
-                    result.failure = ("error", str(error) or type(error).__name__)
-                elif error is not None:
-                    # A bug in an adapter must still close the generation; the trace is logged.
-                    log.error("model %s failed", self.model.name, exc_info=error)
-                    result.failure = ("error", f"{type(error).__name__}: {error}")
-            else:
-                result.failure = (
-                    ("cancelled", "cancelled") if cancel.is_set() else ("timeout", "timed out")
-                )
+            async with asyncio.timeout(self.timeout):
+                async for event in events:
+                    match event:
+                        case TextDelta(text=text):
+                            parts.append(text)
+                            queued.append(text)
+                            if not relaying:
+                                relaying.append(asyncio.create_task(relay()))
+                            wake.set()
+                        case ToolCall():
+                            result.calls.append(event)
+                        case Finished():
+                            result.finish = event
+        except asyncio.CancelledError:
+            if job.reply_id not in self._cancelling:
+                raise  # the engine is shutting down: the lease will lapse
+            task.uncancel()
+            result.failure = ("cancelled", "cancelled")
+        except TimeoutError:
+            result.failure = ("timeout", f"timed out after {self.timeout:g}s")
+        except ModelError as exc:
+            result.failure = ("error", str(exc) or type(exc).__name__)
+        except Exception as exc:
+            log.error("model %s failed", self.model.name, exc_info=exc)
+            result.failure = ("error", f"{type(exc).__name__}: {exc}")
         finally:
-            for task in (consumer, stopper, renewer):
-                task.cancel()
-            await asyncio.gather(consumer, stopper, renewer, return_exceptions=True)
-            finished = True
+            del self._generating[job.reply_id]
+            self._cancelling.discard(job.reply_id)
+            first_renewal.cancel()
+            if isinstance(events, AsyncGenerator):  # closes the model's connection at once
+                await events.aclose()
+            for renewer in renewing:
+                renewer.cancel()
+            done = True
             wake.set()
-            await relayer
+            await asyncio.gather(*renewing, *relaying, return_exceptions=True)
         result.text = "".join(parts)
         result.tail = "".join(queued)
         return result

@@ -1,9 +1,11 @@
 """Who owns a running generation: a Redis key per generation that expires unless renewed.
 
-The lease is taken before `reply.started` is appended (the event records its owner and first
-expiry) and renewed while the generation runs. A generation still pending in the event stream
-whose lease key is gone has lost its owner: any process may then close it as `reply.failed`
-(`owner_lost`), and the store's rule that a generation ends exactly once makes that happen once.
+The first lease is the expiry `reply.started` records: no key is written for a generation
+that ends before it (most do), which spares every turn a round trip. The owner writes the key
+when it first renews, well before that expiry, and keeps renewing it while the generation runs.
+A generation still pending in the event stream whose recorded expiry has passed and whose key
+is gone has lost its owner: any process may then close it as `reply.failed` (`owner_lost`),
+and the store's rule that a generation ends exactly once makes that happen once.
 """
 
 from __future__ import annotations
@@ -22,10 +24,8 @@ class Leases:
         self.owner = owner
         self.ms = max(1, int(seconds * 1000))
 
-    async def acquire(self, thread_id: str, reply_id: str) -> datetime:
-        """Take the lease of a new generation; returns when it expires unless renewed."""
-        with redis_errors():
-            await self.redis.set(self.keys.lease(thread_id, reply_id), self.owner, px=self.ms)
+    def expiry(self) -> datetime:
+        """When the first lease of a generation starting now runs out, unless renewed."""
         return datetime.now(UTC) + timedelta(milliseconds=self.ms)
 
     async def renew(self, thread_id: str, reply_id: str) -> bool:
@@ -47,7 +47,11 @@ class Leases:
         pipe.delete(self.keys.lease(thread_id, reply_id))
         pipe.delete(self.keys.cancel(thread_id, reply_id))
 
-    async def alive(self, thread_id: str, reply_id: str) -> bool:
+    async def alive(self, thread_id: str, reply_id: str, first_expiry: datetime | None) -> bool:
+        """Whether the generation's owner still holds it: within the first lease recorded in
+        `reply.started`, or as long as it renews the key."""
+        if first_expiry is not None and first_expiry > datetime.now(UTC):
+            return True
         with redis_errors():
             return bool(await self.redis.exists(self.keys.lease(thread_id, reply_id)))
 

@@ -27,6 +27,7 @@ from service.model import (
 from service.prompts import topic
 
 NAME: Final = "scripted"
+CHUNK: Final = 4  # words a delta, about what a real model streams in a network packet
 _GIST_WORDS: Final = 12
 ENDING: Final[frozenset[Directive]] = frozenset({"end", "end_by_user"})
 
@@ -40,8 +41,8 @@ CRISIS_RESOURCES: Final = (
 
 class ScriptedModel:
     """Deterministic replies; `tool_on` says which directives call the end tool (tests use it
-    to script a model that asks to end too early), `delay` paces the words, `fail_after` fails
-    after that many words."""
+    to script a model that asks to end too early), `delay` paces the deltas (of `CHUNK` words),
+    `fail_after` fails after that many words."""
 
     def __init__(
         self,
@@ -61,12 +62,14 @@ class ScriptedModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         text = reply_text(request)
         words = text.split(" ")
-        for i, word in enumerate(words):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise ModelError("scripted failure")
+        end = len(words) if self.fail_after is None else min(self.fail_after, len(words))
+        for i in range(0, end, CHUNK):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield TextDelta(word if i == 0 else f" {word}")
+            chunk = " ".join(words[i : min(i + CHUNK, end)])
+            yield TextDelta(chunk if i == 0 else f" {chunk}")
+        if end < len(words):
+            raise ModelError("scripted failure")
         if request.directive in self.tool_on:
             yield ToolCall(name=END_TOOL, arguments={"reason": _reason(request)}, id="call-1")
         prompt_words = sum(len(m.content.split()) for m in request.messages)
