@@ -86,5 +86,5 @@ def test_an_openai_model_needs_a_name() -> None:
 
 def test_anthropic_without_a_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="CODA_MODEL=anthropic: .*ANTHROPIC_API_KEY"):
+    with pytest.raises(ConfigError, match=r"CODA_MODEL=anthropic: .*ANTHROPIC_API_KEY"):
         build_model(Settings(model="anthropic"))
