@@ -251,7 +251,9 @@ def test_classify_with_an_unusable_classifier_is_a_one_line_error(
 ) -> None:
     monkeypatch.delenv("CODA_CLASSIFIER_URL", raising=False)
     assert main(["classify", "--classifier", "llama-guard", "hi"]) == 2
-    assert capsys.readouterr().err == "coda: CODA_CLASSIFIER=llama-guard needs CODA_CLASSIFIER_URL\n"
+    assert (
+        capsys.readouterr().err == "coda: CODA_CLASSIFIER=llama-guard needs CODA_CLASSIFIER_URL\n"
+    )
 
 
 def test_classify_through_an_unreachable_service_gives_unknown(
