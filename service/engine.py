@@ -23,11 +23,8 @@ import msgspec
 from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
 from events.schema import (
     AnyEvent,
-    BranchForked,
     EndRejected,
     FeedbackGiven,
-    MessageClassified,
-    MessagePosted,
     Rating,
     ReplyFailed,
     ReplyStarted,
@@ -38,12 +35,11 @@ from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip, path
 from projections.policy import Policy
 from projections.reader import ThreadReader
-from projections.state import Message, ThreadState, fold
-from service.classifier import Classification, Classifier, Context
+from projections.state import ThreadState, fold
+from service.classifier import Classification, Classifier
 from service.errors import (
     EngineError,
     InvalidTurnError,
-    MessageConflictError,
     NoGenerationError,
     ThreadNotFoundError,
     TurnInProgressError,
@@ -52,13 +48,21 @@ from service.generation import Job, Outcome, Runner, outcome_of
 from service.ladder import Decision, decide
 from service.leases import Leases
 from service.live import Closed, LiveChannel
-from service.model import ChatMessage, Model, ModelRequest
+from service.model import Model, ModelRequest
+from service.turns import (
+    Turn,
+    context_for,
+    message_of,
+    model_request,
+    opening_events,
+    replayed_turn,
+    running_below,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 50
 MAX_CONTENT: Final = 32_000
-CONTEXT_MESSAGES: Final = 5
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,20 +70,6 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     generation_timeout: float = 300.0
     shutdown_grace: float = 10.0
     owner: str = ""  # this process, as leases name it; default host:pid:random
-
-
-class Turn(msgspec.Struct, frozen=True, kw_only=True):
-    """A user turn as it was taken: the message, its classification, the reply it started."""
-
-    thread_id: str
-    message_id: str
-    reply_id: str
-    parent_id: str | None
-    edited_from: str | None
-    classification: Classification
-    decision: Decision | None  # None when the turn was taken before (a retry)
-    version: int  # the version of its first append: the message up to its reply.started
-    replayed: bool = False
 
 
 class Engine:
@@ -310,14 +300,16 @@ class Engine:
             cached = None
             existing = state.messages.get(message_id)
             if existing is not None:
-                return _replayed(state, existing, content)
+                return replayed_turn(state, existing, content)
             where = await self._place(state, parent=parent, edit=edit)
             if where is None:
                 continue  # a lost generation was closed: look again
             parent_id, edited = where
             if classification is None:
-                classification = await self.classifier.classify(content, _context(state, parent_id))
-            opening = _opening(
+                classification = await self.classifier.classify(
+                    content, context_for(state, parent_id)
+                )
+            opening = opening_events(
                 thread_id, message_id, parent_id, edited, content, classification, user_id
             )
             preview = fold(opening, state)
@@ -357,7 +349,7 @@ class Engine:
                 message_id=message_id,
                 reply_id=reply_id,
                 decision=decision,
-                request=_request(preview, message_id, decision),
+                request=model_request(preview, message_id, decision),
                 model=self.model.name,
                 user_id=user_id,
             )
@@ -382,7 +374,7 @@ class Engine:
         if state.thread_end is not None:
             raise ThreadEndedError(state.thread_id, state.thread_end.version, None)
         if edit is not None:
-            edited = _message(state, edit)
+            edited = message_of(state, edit)
             if edited.role != "user":
                 raise InvalidTurnError(
                     f"message {edit!r} is a reply: only user messages are edited"
@@ -394,13 +386,13 @@ class Engine:
                 return None, None
             target = state.messages[tip]
         else:
-            target = _message(state, parent)
+            target = message_of(state, parent)
             if target.role != "assistant":
                 raise InvalidTurnError(f"message {parent!r} is a user message: post below a reply")
         end = state.ends.get(target.id)
         if end is not None:
             raise ThreadEndedError(state.thread_id, end.version, target.id)
-        running = [target] if target.kind == "pending" else _running_below(state, target)
+        running = [target] if target.kind == "pending" else running_below(state, target)
         for reply in running:
             if reply.id in self._tasks or await self.leases.alive(
                 state.thread_id, reply.id, reply.lease_expires_at
@@ -434,118 +426,6 @@ class Engine:
     async def _partial(self, thread_id: str, reply_id: str) -> str:
         items = await self.live.read(thread_id, reply_id)
         return "".join(item.text for item in items if not isinstance(item, Closed))
-
-
-def _message(state: ThreadState, message_id: str) -> Message:
-    message = state.messages.get(message_id)
-    if message is None:
-        raise UnknownMessageError(f"no message {message_id!r} in thread {state.thread_id!r}")
-    return message
-
-
-def _running_below(state: ThreadState, reply: Message) -> list[Message]:
-    """Generations answering the user messages posted below `reply`."""
-    return [
-        state.messages[grandchild]
-        for child in reply.children
-        for grandchild in state.messages[child].children
-        if state.messages[grandchild].kind == "pending"
-    ]
-
-
-def _context(state: ThreadState, parent_id: str | None) -> Context:
-    if parent_id is None:
-        return Context()
-    earlier = [m.content for m in path(state, parent_id) if m.role == "user"]
-    return Context(previous=tuple(earlier[-CONTEXT_MESSAGES:]))
-
-
-def _opening(
-    thread_id: str,
-    message_id: str,
-    parent_id: str | None,
-    edited: str | None,
-    content: str,
-    classification: Classification,
-    user_id: str | None,
-) -> list[AnyEvent]:
-    events: list[AnyEvent] = []
-    if edited is not None:
-        events.append(
-            BranchForked(
-                thread_id=thread_id,
-                actor="user",
-                actor_id=user_id,
-                edited_message_id=edited,
-                parent_id=parent_id,
-                new_message_id=message_id,
-            )
-        )
-    events.append(
-        MessagePosted(
-            thread_id=thread_id,
-            actor="user",
-            actor_id=user_id,
-            message_id=message_id,
-            parent_id=parent_id,
-            content=content,
-        )
-    )
-    events.append(
-        MessageClassified(
-            thread_id=thread_id,
-            actor="classifier",
-            message_id=message_id,
-            classifier=classification.classifier,
-            classifier_version=classification.version,
-            tier=classification.tier,
-            categories=classification.categories,
-            score=classification.score,
-            error=classification.error,
-        )
-    )
-    return events
-
-
-def _request(state: ThreadState, message_id: str, decision: Decision) -> ModelRequest:
-    messages = tuple(
-        ChatMessage(m.role, m.content)
-        for m in path(state, message_id)
-        if m.content and m.kind != "failed"
-    )
-    return ModelRequest(
-        directive=decision.directive,
-        messages=messages,
-        category=decision.category,
-        attempt=decision.attempt,
-    )
-
-
-def _replayed(state: ThreadState, message: Message, content: str) -> Turn:
-    if message.role != "user" or message.content != content:
-        raise MessageConflictError(state.thread_id, message.id)
-    last = message.classifications[-1] if message.classifications else None
-    classification = Classification(
-        tier=last.tier if last else "unknown",
-        categories=last.categories if last else (),
-        score=last.score if last else 0.0,
-        classifier=last.classifier if last else "",
-        version=last.classifier_version if last else "",
-        error=last.error if last else None,
-    )
-    reply_id = message.children[0] if message.children else ""
-    return Turn(
-        thread_id=state.thread_id,
-        message_id=message.id,
-        reply_id=reply_id,
-        parent_id=message.parent_id,
-        edited_from=message.edited_from,
-        classification=classification,
-        decision=None,
-        # The turn's first append ended with its reply.started.
-        version=state.messages[reply_id].version if reply_id else message.version,
-        replayed=True,
-    )
 
 
 def _job_of(turn: Turn) -> Job:
