@@ -8,18 +8,16 @@ thinking blocks, types added later) are skipped, as Anthropic asks of clients.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
-from types import TracebackType
 from typing import Any, Final
 
-import httpx
 import msgspec
-from httpx_sse import SSEError, aconnect_sse
 
 from events.schema import Usage
-from service.http_client import describe_error, describe_status, http_client
+from service.http_client import Upstream, error_words, http_client
 from service.model import (
     END_TOOL,
     END_TOOL_DESCRIPTION,
@@ -30,6 +28,7 @@ from service.model import (
     ModelRequest,
     TextDelta,
     ToolCall,
+    tool_arguments,
 )
 from service.prompts import system_prompt
 
@@ -93,31 +92,22 @@ class _MessageDelta(msgspec.Struct, frozen=True):
     usage: _Usage = _Usage()
 
 
-class _ErrorDetail(msgspec.Struct, frozen=True):
-    type: str | None = None
-    message: str = ""
-
-
-class _Error(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
 _encode: Final = msgspec.json.Encoder().encode
 _decode_start: Final = msgspec.json.Decoder(_MessageStart).decode
 _decode_block_start: Final = msgspec.json.Decoder(_BlockStart).decode
 _decode_block_delta: Final = msgspec.json.Decoder(_BlockDelta).decode
 _decode_block_stop: Final = msgspec.json.Decoder(_BlockStop).decode
 _decode_message_delta: Final = msgspec.json.Decoder(_MessageDelta).decode
-_decode_error: Final = msgspec.json.Decoder(_Error).decode
-_decode_arguments: Final = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-class AnthropicModel:
+class AnthropicModel(Upstream):
     """Streams replies from POST {base_url}/v1/messages, offering the `end_conversation` tool.
 
     The API key is `api_key`, else the environment's ANTHROPIC_API_KEY; with neither, the
     constructor raises `ModelError`, since the API refuses every request without one.
     """
+
+    failure = ModelError
 
     def __init__(
         self,
@@ -134,6 +124,7 @@ class AnthropicModel:
         if not key:
             raise ModelError("anthropic: no API key: pass api_key or set ANTHROPIC_API_KEY")
         self.name = f"anthropic:{model}"
+        self._prefix = f"{self.name}: "
         self.model = model
         self.max_tokens = max_tokens
         headers = {"x-api-key": key, "anthropic-version": API_VERSION}
@@ -144,41 +135,17 @@ class AnthropicModel:
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Text deltas, any tool calls, then `Finished`; closing the iteration closes the stream."""
         reader = _Reader(self.name)
+        body = _encode(self._body(request))
         try:
-            async with aconnect_sse(
-                self._client,
-                "POST",
-                "v1/messages",
-                content=_encode(self._body(request)),
-                headers={"content-type": "application/json"},
-            ) as source:
-                await _raise_for_status(source.response, self.name)
-                async for sse in source.aiter_sse():
+            async with contextlib.aclosing(self._events("v1/messages", body)) as events:
+                async for sse in events:
                     for event in reader.read(sse.event, sse.data):
                         yield event
                     if reader.finished:
                         return
-        except SSEError as exc:  # raised by httpx-sse itself, so it carries no request
-            raise ModelError(f"{self.name}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise ModelError(f"{self.name}: {describe_error(exc)}") from exc
         except msgspec.DecodeError as exc:
             raise ModelError(f"{self.name}: invalid stream event: {exc}") from exc
         raise ModelError(f"{self.name}: the stream ended before message_stop")
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         return {
@@ -220,8 +187,7 @@ class _Reader:
                 usage = Usage(input_tokens=self._input_tokens, output_tokens=self._output_tokens)
                 return [Finished(finish_reason=self._stop_reason, usage=usage)]
             case "error":
-                detail = _decode_error(data).error
-                raise ModelError(f"{self.name}: {detail.type}: {detail.message}")
+                raise ModelError(f"{self.name}: {error_words(data.encode())}")
         return []
 
     def _start_block(self, start: _BlockStart) -> None:
@@ -249,25 +215,7 @@ class _Reader:
         self._output_tokens = delta.usage.output_tokens or self._output_tokens
 
     def _arguments(self, raw: str) -> dict[str, Any]:
-        # A call whose input does not parse stays a call, with no arguments: the engine gates
-        # every call anyway, and failing the reply would throw away the text already streamed.
-        if not raw.strip():
-            return {}
-        try:
-            return _decode_arguments(raw)
-        except msgspec.DecodeError:
+        arguments = tool_arguments(raw)
+        if arguments is None:
             log.warning("%s: tool input is not a JSON object: %.200r", self.name, raw)
-            return {}
-
-
-async def _raise_for_status(response: httpx.Response, name: str) -> None:
-    """Raise `ModelError` with the status and the API's own words if the request failed."""
-    if response.is_success:
-        return
-    await response.aread()
-    try:
-        detail = _decode_error(response.content).error
-        words = f"{detail.type}: {detail.message}" if detail.type else detail.message
-    except msgspec.DecodeError:
-        words = response.text[:200]
-    raise ModelError(f"{name}: {describe_status(response)}: {words}")
+        return arguments or {}

@@ -9,14 +9,12 @@ codes, or a verdict cut short is a `ClassifierError`, never a partial or a benig
 from __future__ import annotations
 
 import re
-from types import TracebackType
 from typing import Final, Literal
 
-import httpx
 import msgspec
 
 from service.classifier import NO_CONTEXT, Classification, ClassifierError, Context
-from service.http_client import describe_error, describe_status, http_client
+from service.http_client import Upstream, http_client
 from service.taxonomy import BY_CODE, CATEGORIES, tier_of
 
 DEFAULT_MODEL: Final = "meta-llama/Llama-Guard-3-8B"
@@ -57,7 +55,7 @@ _decode: Final = msgspec.json.Decoder(_Response).decode
 _ORDER: Final = {category.name: index for index, category in enumerate(CATEGORIES)}
 
 
-class LlamaGuardClassifier:
+class LlamaGuardClassifier(Upstream):
     """Classifies with POST {base_url}/chat/completions; `base_url` ends in /v1, e.g. vLLM's.
 
     Only the new message is sent: `Context` holds earlier user messages without the replies
@@ -66,6 +64,7 @@ class LlamaGuardClassifier:
     """
 
     name = "llama-guard"
+    failure = ClassifierError
 
     def __init__(
         self,
@@ -88,7 +87,7 @@ class LlamaGuardClassifier:
 
     async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification:
         request = _Request(model=self.model, messages=[_Message("user", text)])
-        body = await self._post(_encode(request))
+        body = await self._post("chat/completions", _encode(request))
         try:
             response = _decode(body)
         except msgspec.DecodeError as exc:
@@ -109,29 +108,6 @@ class LlamaGuardClassifier:
             classifier=self.name,
             version=self.model,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> LlamaGuardClassifier:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _post(self, body: bytes) -> bytes:
-        try:
-            response = await self._client.post("chat/completions", content=body)
-        except httpx.HTTPError as exc:
-            raise ClassifierError(describe_error(exc)) from exc
-        if not response.is_success:
-            raise ClassifierError(describe_status(response))
-        return response.content
 
 
 def parse_verdict(verdict: str) -> tuple[str, ...]:

@@ -86,5 +86,20 @@ class Model(Protocol):
         ...
 
 
+_decode_arguments: Final = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def tool_arguments(raw: str) -> dict[str, Any] | None:
+    """The JSON object a tool call's streamed arguments spell ({} for none); None if they
+    are not one. Adapters pass such a call on with no arguments: the engine gates every call
+    anyway, and failing the reply would throw away the text already streamed."""
+    if not raw.strip():
+        return {}
+    try:
+        return _decode_arguments(raw)
+    except msgspec.DecodeError:
+        return None
+
+
 class ModelError(Exception):
     """A model could not produce a reply (unreachable, refused, overloaded past the retries)."""

@@ -9,19 +9,17 @@ token counts come in one last chunk whose `choices` is empty.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final
 
-import httpx
 import msgspec
-from httpx_sse import SSEError, aconnect_sse
 
 from events.schema import Usage
-from service.http_client import describe_error, describe_status, http_client
+from service.http_client import Upstream, http_client
 from service.model import (
     END_TOOL,
     END_TOOL_DESCRIPTION,
@@ -32,6 +30,7 @@ from service.model import (
     ModelRequest,
     TextDelta,
     ToolCall,
+    tool_arguments,
 )
 from service.prompts import system_prompt
 
@@ -80,6 +79,9 @@ class _ErrorDetail(msgspec.Struct, frozen=True):
     message: str = ""
     type: str | None = None
 
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.type else self.message
+
 
 class _Chunk(msgspec.Struct, frozen=True):
     choices: list[_Choice] | None = None
@@ -87,22 +89,18 @@ class _Chunk(msgspec.Struct, frozen=True):
     error: _ErrorDetail | None = None
 
 
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
 _encode: Final = msgspec.json.Encoder().encode
 _decode_chunk: Final = msgspec.json.Decoder(_Chunk).decode
-_decode_error: Final = msgspec.json.Decoder(_ErrorBody).decode
-_decode_arguments: Final = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(Upstream):
     """Streams replies from POST {base_url}/chat/completions, offering the `end_conversation` tool.
 
     `base_url` ends in /v1, as in OpenAI's SDK. The API key is `api_key`, else the environment's
     OPENAI_API_KEY; with neither, no Authorization header is sent (a local server may need none).
     """
+
+    failure = ModelError
 
     def __init__(
         self,
@@ -115,6 +113,7 @@ class OpenAIChatModel:
         backoff: float = 0.5,
     ) -> None:
         self.name = f"openai:{model}"
+        self._prefix = f"{self.name}: "
         self.model = model
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -125,42 +124,18 @@ class OpenAIChatModel:
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         """Text deltas, any tool calls, then `Finished`; closing the iteration closes the stream."""
         reader = _Reader(self.name)
+        body = _encode(self._body(request))
         try:
-            async with aconnect_sse(
-                self._client,
-                "POST",
-                "chat/completions",
-                content=_encode(self._body(request)),
-                headers={"content-type": "application/json"},
-            ) as source:
-                await _raise_for_status(source.response, self.name)
-                async for sse in source.aiter_sse():
+            async with contextlib.aclosing(self._events("chat/completions", body)) as events:
+                async for sse in events:
                     if sse.data == DONE:
                         break
                     for event in reader.read(sse.data):
                         yield event
-        except SSEError as exc:  # raised by httpx-sse itself, so it carries no request
-            raise ModelError(f"{self.name}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise ModelError(f"{self.name}: {describe_error(exc)}") from exc
         except msgspec.DecodeError as exc:
             raise ModelError(f"{self.name}: invalid stream chunk: {exc}") from exc
         for event in reader.finish():
             yield event
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> OpenAIChatModel:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         system = {"role": "system", "content": system_prompt(request)}
@@ -196,7 +171,7 @@ class _Reader:
         """The model events one chunk gives; raises `ModelError` for an error chunk."""
         chunk = _decode_chunk(data)
         if chunk.error is not None:
-            raise ModelError(f"{self.name}: {_words(chunk.error)}")
+            raise ModelError(f"{self.name}: {chunk.error}")
         if chunk.usage is not None:
             self._usage = Usage(
                 input_tokens=chunk.usage.prompt_tokens or 0,
@@ -236,28 +211,7 @@ class _Reader:
         return calls
 
     def _arguments(self, raw: str) -> dict[str, Any]:
-        # A call whose arguments do not parse stays a call, with no arguments: the engine gates
-        # every call anyway, and failing the reply would throw away the text already streamed.
-        if not raw.strip():
-            return {}
-        try:
-            return _decode_arguments(raw)
-        except msgspec.DecodeError:
+        arguments = tool_arguments(raw)
+        if arguments is None:
             log.warning("%s: tool arguments are not a JSON object: %.200r", self.name, raw)
-            return {}
-
-
-async def _raise_for_status(response: httpx.Response, name: str) -> None:
-    """Raise `ModelError` with the status and the server's own words if the request failed."""
-    if response.is_success:
-        return
-    await response.aread()
-    try:
-        words = _words(_decode_error(response.content).error)
-    except msgspec.DecodeError:
-        words = response.text[:200]
-    raise ModelError(f"{name}: {describe_status(response)}: {words}")
-
-
-def _words(error: _ErrorDetail) -> str:
-    return f"{error.type}: {error.message}" if error.type else error.message
+        return arguments or {}

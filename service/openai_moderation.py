@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from types import TracebackType
 from typing import Final
 
-import httpx
 import msgspec
 
 from service.classifier import NO_CONTEXT, Classification, ClassifierError, Context
-from service.http_client import describe_error, describe_status, http_client
+from service.http_client import Upstream, http_client
 from service.taxonomy import CATEGORIES, tier_of
 
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
@@ -58,7 +56,7 @@ _decode: Final = msgspec.json.Decoder(_Response).decode
 _ORDER: Final = {category.name: index for index, category in enumerate(CATEGORIES)}
 
 
-class OpenAIModerationClassifier:
+class OpenAIModerationClassifier(Upstream):
     """Classifies with POST {base_url}/moderations; `base_url` ends in /v1, as in OpenAI's SDK.
 
     The API key is `api_key`, else the environment's OPENAI_API_KEY; with neither, no
@@ -66,6 +64,7 @@ class OpenAIModerationClassifier:
     """
 
     name = "openai-moderation"
+    failure = ClassifierError
 
     def __init__(
         self,
@@ -89,7 +88,7 @@ class OpenAIModerationClassifier:
 
     async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification:
         """The tier of `text`; the endpoint sees the text alone, since it scores one input."""
-        body = await self._post(_encode(_Request(model=self.model, input=text)))
+        body = await self._post("moderations", _encode(_Request(model=self.model, input=text)))
         try:
             response = _decode(body)
         except msgspec.DecodeError as exc:
@@ -106,29 +105,6 @@ class OpenAIModerationClassifier:
             classifier=self.name,
             version=response.model or self.model,
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> OpenAIModerationClassifier:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _post(self, body: bytes) -> bytes:
-        try:
-            response = await self._client.post("moderations", content=body)
-        except httpx.HTTPError as exc:
-            raise ClassifierError(describe_error(exc)) from exc
-        if not response.is_success:
-            raise ClassifierError(describe_status(response))
-        return response.content
 
 
 def _read(result: _Result) -> tuple[tuple[str, ...], float]:
