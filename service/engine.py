@@ -35,7 +35,7 @@ from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip, path
 from projections.policy import Policy
 from projections.reader import ThreadReader
-from projections.state import ThreadState, fold
+from projections.state import Message, ThreadState, fold
 from service.classifier import Classification, Classifier
 from service.errors import (
     EngineError,
@@ -260,7 +260,7 @@ class Engine:
                 await self.store.append(thread_id, [event], state.version)
             except (ConcurrencyError, InvalidBatchError, ThreadEndedError):
                 continue  # someone else wrote first; the next read tells
-            await self.live.close(thread_id, message.id, "lost")
+            await self.live.close(thread_id, message.id, "failed")
             closed.append(message.id)
         raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
 
@@ -296,14 +296,20 @@ class Engine:
         for _ in range(MAX_ATTEMPTS):
             # Optimistic: the state this process holds, if any; a stale one fails the append's
             # version check, and the next attempt reads the stored thread.
+            from_cache = cached is not None
             state = cached if cached is not None else await self._state(thread_id)
             cached = None
             existing = state.messages.get(message_id)
             if existing is not None:
                 return replayed_turn(state, existing, content)
-            where = await self._place(state, parent=parent, edit=edit)
+            try:
+                where = await self._place(state, parent=parent, edit=edit)
+            except (TurnInProgressError, UnknownMessageError, InvalidTurnError):
+                if not from_cache:
+                    raise
+                where = None  # perhaps only behind: look at the stored thread
             if where is None:
-                continue  # a lost generation was closed: look again
+                continue  # behind, or a lost generation was closed: look again
             parent_id, edited = where
             if classification is None:
                 classification = await self.classifier.classify(
@@ -370,7 +376,8 @@ class Engine:
         self, state: ThreadState, *, parent: str | None, edit: str | None
     ) -> tuple[str | None, str | None] | None:
         """Where the new message goes: (parent id, the message it edits), or None after closing
-        a lost generation that stood in the way."""
+        a lost generation that stood in the way. A fork waits, like a post, for the generation
+        running below its parent: a client that wants to edit at once cancels it first."""
         if state.thread_end is not None:
             raise ThreadEndedError(state.thread_id, state.thread_end.version, None)
         if edit is not None:
@@ -379,6 +386,8 @@ class Engine:
                 raise InvalidTurnError(
                     f"message {edit!r} is a reply: only user messages are edited"
                 )
+            if await self._running(state, running_below(state, edited.parent_id)):
+                return None
             return edited.parent_id, edited.id
         if parent is None:
             tip = active_tip(state)
@@ -392,19 +401,26 @@ class Engine:
         end = state.ends.get(target.id)
         if end is not None:
             raise ThreadEndedError(state.thread_id, end.version, target.id)
-        running = [target] if target.kind == "pending" else running_below(state, target)
-        for reply in running:
-            if reply.id in self._tasks or await self.leases.alive(
-                state.thread_id, reply.id, reply.lease_expires_at
-            ):
-                raise TurnInProgressError(state.thread_id, reply.id)
-        if running:
-            await self.recover(state.thread_id)
+        running = [target] if target.kind == "pending" else running_below(state, target.id)
+        if await self._running(state, running):
             return None
         if target.role == "user":
             raise InvalidTurnError(f"message {target.id!r} has no reply yet")
         edited_id = target.children[-1] if target.children else None
         return target.id, edited_id
+
+    async def _running(self, state: ThreadState, generations: list[Message]) -> bool:
+        """`TurnInProgressError` if one of `generations` still runs; True if some had lost
+        their owner and were closed (the caller looks again), False if there were none."""
+        for reply in generations:
+            if reply.id in self._tasks or await self.leases.alive(
+                state.thread_id, reply.id, reply.lease_expires_at
+            ):
+                raise TurnInProgressError(state.thread_id, reply.id)
+        if generations:
+            await self.recover(state.thread_id)
+            return True
+        return False
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self.runner.run(job), name=f"reply {job.reply_id}")

@@ -128,10 +128,14 @@ class Runner:
     async def run(self, job: Job) -> Outcome:
         result = await self._generate(job)
         outcome = await self._record(job, result)
-        # The text not relayed yet, the outcome and the lease's release: one round trip.
+        # The text not relayed yet, the outcome and the lease's release: one round trip. A
+        # generation someone else closed (its owner was thought lost) was closed there too.
         with redis_errors():
             pipe = self.live.redis.pipeline(transaction=False)
-            self.live.queue_close(pipe, job.thread_id, job.reply_id, outcome.status, result.tail)
+            if outcome.status != "lost":
+                self.live.queue_close(
+                    pipe, job.thread_id, job.reply_id, outcome.status, result.tail
+                )
             self.leases.queue_release(pipe, job.thread_id, job.reply_id)
             await pipe.execute()
         return outcome

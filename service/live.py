@@ -1,9 +1,10 @@
 """The live channel: a generation's text deltas as they come, for any process to relay.
 
 One short-lived Redis stream per generation (`coda:{p}:live:<thread>:<reply>`): entries `d`
-(a piece of text) and, last, `end` (the generation's outcome: completed, redirected, warned,
-failed). Readers resume after any entry id. It is a relay, not history: it expires, and the
-final text lands in the thread's event stream as one `reply.*` event with its content hash.
+(a piece of text) and, last, `end` (the generation's outcome, as `Outcome.status` says it:
+completed, redirected, warned, ended or failed). Readers resume after any entry id. It is a
+relay, not history: it expires, and the final text lands in the thread's event stream as one
+`reply.*` event with its content hash.
 
 The owner's writes double as its check for a cancellation that another process asked for,
 so a cancel reaches the generation at its next piece of text.

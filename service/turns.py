@@ -41,13 +41,14 @@ def message_of(state: ThreadState, message_id: str) -> Message:
     return message
 
 
-def running_below(state: ThreadState, reply: Message) -> list[Message]:
-    """Generations answering the user messages posted below `reply`."""
+def running_below(state: ThreadState, parent_id: str | None) -> list[Message]:
+    """Generations answering the user messages posted below `parent_id` (None: the root)."""
+    users = state.roots if parent_id is None else state.messages[parent_id].children
     return [
-        state.messages[grandchild]
-        for child in reply.children
-        for grandchild in state.messages[child].children
-        if state.messages[grandchild].kind == "pending"
+        state.messages[reply]
+        for user in users
+        for reply in state.messages[user].children
+        if state.messages[reply].kind == "pending"
     ]
 
 
