@@ -8,8 +8,8 @@ A moderator may end any branch (moderators may override, and their ends are reco
 such). Anyone else may end only when no message on the path was ever classified `crisis` (a
 user who may be at risk is never cut off), and either
 - the model (or the policy) ends it: at least `redirects_before_warning` redirects of harmful
-  (`terminable`) turns, then a warning (if `warning_required`), then a harmful turn after the
-  warning; or
+  (`terminable`) turns, then a warning (if `warning_required`), then harmful turns after the
+  warning up to the latest one: a user who has stopped is not ended; or
 - the user asked for it: the assistant asked them to confirm (a reply of kind
   `end_confirmation`) and they answered on this path.
 """
@@ -107,6 +107,9 @@ def _ladder(path: tuple[Message, ...], policy: Policy) -> Verdict:
     since = warnings[0] if warnings else after
     if not any(m.role == "user" and _harmful(m) for m in path[since + 1 :]):
         return Verdict(allowed=False, reason="no harmful turn followed the warning")
+    latest = next(m for m in reversed(path) if m.role == "user")
+    if not _harmful(latest):
+        return Verdict(allowed=False, reason="the user's latest turn is not harmful")
     return Verdict(
         allowed=True,
         reason="harmful turns persisted after redirection and a warning",

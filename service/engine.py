@@ -41,6 +41,7 @@ from service.errors import (
     EngineError,
     InvalidTurnError,
     NoGenerationError,
+    ThreadExistsError,
     ThreadNotFoundError,
     TurnInProgressError,
 )
@@ -130,7 +131,15 @@ class Engine:
             title=title,
             metadata=metadata or {},
         )
-        await self.store.append(thread_id, [started], 0)
+        try:
+            await self.store.append(thread_id, [started], 0)
+        except ConcurrencyError:
+            # A retry of a start that landed returns the thread; any other thread is a conflict.
+            state = await self._state(thread_id)
+            first = state.started
+            assert first is not None
+            if (first.tenant, first.owner, first.title) != (tenant, owner, title):
+                raise ThreadExistsError(thread_id) from None
         return thread_id
 
     async def post_message(
@@ -168,7 +177,15 @@ class Engine:
         """Wait for the turn's generation to be recorded (wherever it runs) and say how it ended."""
         task = self._tasks.get(turn.reply_id)
         if task is not None:
-            return await asyncio.shield(task)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the waiter itself was cancelled
+                raise EngineError(
+                    f"reply {turn.reply_id!r}: the engine stopped before it was recorded"
+                ) from None
         job = _job_of(turn)
         while True:
             state = await self.reader.state(turn.thread_id)
@@ -265,12 +282,19 @@ class Engine:
         raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
 
     async def aclose(self) -> None:
-        """Let running generations finish (up to the grace period), then stop the rest: their
-        leases lapse and `recover` closes them."""
-        tasks = list(self._tasks.values())
+        """Let running generations finish (up to the grace period), then stop the rest and
+        record them as failed (reason `error`, "shut down"). One that cannot even be recorded
+        (Redis is gone) is cancelled: its lease lapses and `recover` closes it later."""
+        tasks = dict(self._tasks)
         if not tasks:
             return
-        _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        grace = self.settings.shutdown_grace
+        _done, pending = await asyncio.wait(tasks.values(), timeout=grace)
+        for reply_id, task in tasks.items():
+            if task in pending:
+                self.runner.cancel(reply_id, ("error", "the server shut down"))
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=max(grace, 1.0))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -348,6 +372,13 @@ class Engine:
             try:
                 result = await self.store.append(thread_id, batch, state.version)
             except ConcurrencyError:
+                continue
+            except (ThreadEndedError, InvalidBatchError):
+                # The lock and the tree are checked before the version: a refusal of a batch
+                # made from a cached state may only mean the state was behind (the message is
+                # stored already, or the branch ended): look at the stored thread first.
+                if not from_cache:
+                    raise
                 continue
             self.reader.advance(state, batch, result)
             job = Job(

@@ -2,6 +2,7 @@
 
 EngineError
 ├── ThreadNotFoundError     no thread with that id
+├── ThreadExistsError       a new thread's id is taken by another thread
 ├── TurnInProgressError     a generation is running on the branch the turn would continue
 ├── InvalidTurnError        the turn cannot be taken: an empty message, an edit of a reply, ...
 ├── MessageConflictError    a client message id that was used before for other content
@@ -18,6 +19,12 @@ class EngineError(Exception):
 class ThreadNotFoundError(EngineError, LookupError):
     def __init__(self, thread_id: str) -> None:
         super().__init__(f"no thread {thread_id!r}")
+        self.thread_id = thread_id
+
+
+class ThreadExistsError(EngineError):
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id!r} exists already")
         self.thread_id = thread_id
 
 

@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final, Literal, TypeAlias, TypedDict
 
 import msgspec
 
-from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError, redis_errors
+from events.errors import (
+    ConcurrencyError,
+    EventStoreError,
+    InvalidBatchError,
+    ThreadEndedError,
+    redis_errors,
+)
 from events.schema import (
     AnyEvent,
     EndRejected,
@@ -37,12 +43,22 @@ from service.errors import EngineError
 from service.ladder import Decision
 from service.leases import Leases
 from service.live import LiveChannel
-from service.model import END_TOOL, Finished, Model, ModelError, ModelRequest, TextDelta, ToolCall
+from service.model import (
+    END_TOOL,
+    Finished,
+    Model,
+    ModelError,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 50
 Status: TypeAlias = Literal["completed", "redirected", "warned", "failed", "ended", "lost"]
+Reason: TypeAlias = Literal["error", "cancelled", "timeout"]  # why this process stopped one
 
 _KINDS: Final[dict[str, ReplyKind]] = {
     "answer": "answer",
@@ -100,7 +116,7 @@ class _Result(msgspec.Struct, kw_only=True):
     tail: str = ""  # the end of the text, not relayed yet
     calls: list[ToolCall] = []
     finish: Finished = Finished()
-    failure: tuple[Literal["error", "cancelled", "timeout"], str] | None = None
+    failure: tuple[Reason, str] | None = None
 
 
 class Runner:
@@ -123,31 +139,56 @@ class Runner:
         self.renew_every = renew_every
         self.timeout = timeout
         self._generating: dict[str, asyncio.Task[Outcome]] = {}
-        self._cancelling: set[str] = set()
+        self._stopping: dict[str, tuple[Reason, str]] = {}
 
     async def run(self, job: Job) -> Outcome:
-        result = await self._generate(job)
-        outcome = await self._record(job, result)
-        # The text not relayed yet, the outcome and the lease's release: one round trip. A
-        # generation someone else closed (its owner was thought lost) was closed there too.
-        with redis_errors():
-            pipe = self.live.redis.pipeline(transaction=False)
-            if outcome.status != "lost":
-                self.live.queue_close(
-                    pipe, job.thread_id, job.reply_id, outcome.status, result.tail
-                )
-            self.leases.queue_release(pipe, job.thread_id, job.reply_id)
-            await pipe.execute()
-        return outcome
+        # Most generations end before their first lease does: only a longer one renews it,
+        # until its reply is recorded.
+        renewing: list[asyncio.Task[None]] = []
+        first_renewal = asyncio.get_running_loop().call_later(
+            self.renew_every, lambda: renewing.append(asyncio.create_task(self._renew(job)))
+        )
+        try:
+            result = await self._generate(job)
+            outcome, ours = await self._record(job, result)
+            # The text not relayed yet, the outcome and the lease's release: one round trip. A
+            # generation another process closed (it thought the owner lost) was closed there.
+            with redis_errors():
+                pipe = self.live.redis.pipeline(transaction=False)
+                if ours:
+                    self.live.queue_close(
+                        pipe, job.thread_id, job.reply_id, outcome.status, result.tail
+                    )
+                self.leases.queue_release(pipe, job.thread_id, job.reply_id)
+                await pipe.execute()
+            return outcome
+        finally:
+            first_renewal.cancel()
+            for renewer in renewing:
+                renewer.cancel()
+            await asyncio.gather(*renewing, return_exceptions=True)
 
-    def cancel(self, reply_id: str) -> bool:
-        """Stop a generation running in this process; False if none is generating here."""
+    def cancel(self, reply_id: str, why: tuple[Reason, str] = ("cancelled", "cancelled")) -> bool:
+        """Stop a generation running in this process, to be recorded as failed for `why`;
+        False if none is generating here."""
         task = self._generating.get(reply_id)
         if task is None:
             return False
-        self._cancelling.add(reply_id)
+        self._stopping.setdefault(reply_id, why)
         task.cancel()
         return True
+
+    async def _renew(self, job: Job) -> None:
+        while True:
+            try:
+                if await self.leases.renew(job.thread_id, job.reply_id):
+                    self.cancel(job.reply_id)  # another process asked
+                pause = self.renew_every
+            except EventStoreError as exc:
+                # One failed renewal must not lose a live generation: try again soon.
+                log.warning("lease of reply %s not renewed: %s", job.reply_id, exc)
+                pause = self.renew_every / 4
+            await asyncio.sleep(pause)
 
     async def _generate(self, job: Job) -> _Result:
         """Stream the model's reply. It runs in the generation's own task (no task per stream):
@@ -158,7 +199,6 @@ class Runner:
         wake = asyncio.Event()
         done = False
         relaying: list[asyncio.Task[None]] = []
-        renewing: list[asyncio.Task[None]] = []
 
         async def relay() -> None:
             # Whatever came while a write was in flight goes in the next one; what is left
@@ -170,25 +210,20 @@ class Runner:
                     return
                 chunk = "".join(queued)
                 queued.clear()
-                if chunk and await self.live.publish(job.thread_id, job.reply_id, chunk):
-                    self.cancel(job.reply_id)  # another process asked
-
-        async def renew() -> None:
-            while True:
-                if await self.leases.renew(job.thread_id, job.reply_id):
-                    self.cancel(job.reply_id)
-                await asyncio.sleep(self.renew_every)
+                try:
+                    if chunk and await self.live.publish(job.thread_id, job.reply_id, chunk):
+                        self.cancel(job.reply_id)  # another process asked
+                except EventStoreError as exc:
+                    # The relay is best effort: the text is kept, and lands with the reply.
+                    log.warning("live text of reply %s not relayed: %s", job.reply_id, exc)
 
         task = asyncio.current_task()
         assert task is not None
         self._generating[job.reply_id] = task
-        # Most generations end before their first lease does: only a longer one renews it.
-        first_renewal = asyncio.get_running_loop().call_later(
-            self.renew_every, lambda: renewing.append(asyncio.create_task(renew()))
-        )
-        events = self.model.stream(job.request)
+        events: AsyncIterator[ModelEvent] | None = None
         try:
             async with asyncio.timeout(self.timeout):
+                events = self.model.stream(job.request)
                 async for event in events:
                     match event:
                         case TextDelta(text=text):
@@ -202,34 +237,34 @@ class Runner:
                         case Finished():
                             result.finish = event
         except asyncio.CancelledError:
-            if job.reply_id not in self._cancelling:
-                raise  # the engine is shutting down: the lease will lapse
+            why = self._stopping.get(job.reply_id)
+            if why is None:
+                raise  # cancelled from outside: the lease will lapse
             task.uncancel()
-            result.failure = ("cancelled", "cancelled")
+            result.failure = why
         except TimeoutError:
             result.failure = ("timeout", f"timed out after {self.timeout:g}s")
         except ModelError as exc:
             result.failure = ("error", str(exc) or type(exc).__name__)
         except Exception as exc:
+            # A bug in an adapter must still close the generation; the trace is logged.
             log.error("model %s failed", self.model.name, exc_info=exc)
             result.failure = ("error", f"{type(exc).__name__}: {exc}")
         finally:
             del self._generating[job.reply_id]
-            self._cancelling.discard(job.reply_id)
-            first_renewal.cancel()
+            self._stopping.pop(job.reply_id, None)
             if isinstance(events, AsyncGenerator):  # closes the model's connection at once
                 await events.aclose()
-            for renewer in renewing:
-                renewer.cancel()
             done = True
             wake.set()
-            await asyncio.gather(*renewing, *relaying, return_exceptions=True)
+            await asyncio.gather(*relaying, return_exceptions=True)
         result.text = "".join(parts)
         result.tail = "".join(queued)
         return result
 
-    async def _record(self, job: Job, result: _Result) -> Outcome:
-        """Append the reply (with an end or a refused end); retried over concurrent writes."""
+    async def _record(self, job: Job, result: _Result) -> tuple[Outcome, bool]:
+        """Append the reply (with an end or a refused end), retried over concurrent writes;
+        and whether this append closed the generation (False: another process had)."""
         cached = self.reader.cached(job.thread_id)
         for _ in range(MAX_ATTEMPTS):
             # The state this process holds is used first; the version check catches a stale one.
@@ -239,7 +274,7 @@ class Runner:
                 if cached is not None:
                     cached = None  # perhaps only behind: look at the stored thread
                     continue
-                return outcome_of(state, job)  # closed meanwhile: ended in flight, or lost
+                return outcome_of(state, job), False  # closed meanwhile: ended, or lost
             cached = None
             events = closing_events(
                 job, state, result.text, result.calls, result.finish, result.failure
@@ -249,7 +284,7 @@ class Runner:
             except (ConcurrencyError, ThreadEndedError, InvalidBatchError):
                 continue  # the next read shows what changed, or what closed the generation
             after = self.reader.advance(state, events, appended)
-            return outcome_of(after or await self.reader.state(job.thread_id), job)
+            return outcome_of(after or await self.reader.state(job.thread_id), job), True
         raise EngineError(f"thread {job.thread_id!r}: could not record reply {job.reply_id!r}")
 
 
@@ -259,16 +294,27 @@ def closing_events(
     text: str,
     calls: list[ToolCall],
     finish: Finished,
-    failure: tuple[Literal["error", "cancelled", "timeout"], str] | None,
+    failure: tuple[Reason, str] | None,
 ) -> list[AnyEvent]:
     """The events that end the generation: the reply, then an end or a refused end."""
     if failure is not None:
         reason, detail = failure
-        return [
+        failed: list[AnyEvent] = [
             ReplyFailed(
                 **_ids(job), actor="model", reason=reason, partial_content=text, detail=detail
             )
         ]
+        if any(call.name == END_TOOL for call in calls):  # every refusal to end is recorded
+            failed.append(
+                EndRejected(
+                    thread_id=job.thread_id,
+                    actor="model",
+                    leaf_id=job.reply_id,
+                    reason=f"the reply asking to end failed ({reason})",
+                    category=job.decision.category,
+                )
+            )
+        return failed
     decision = job.decision
     events: list[AnyEvent] = [_reply(job, decision, text, finish)]
     assert state.started is not None

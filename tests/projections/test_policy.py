@@ -90,6 +90,11 @@ def harmful(i: int, reply: str) -> list[AnyEvent]:
             id="benign-after",
         ),
         pytest.param(
+            [*FULL_LADDER[:3], said(4, "terminable", "answer"), said(5, "benign", "none")],
+            "the user's latest turn is not harmful",
+            id="stopped-after-persisting",
+        ),
+        pytest.param(
             [
                 said(1, "redirect", "redirect"),
                 said(2, "redirect", "redirect"),

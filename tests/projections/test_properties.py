@@ -234,7 +234,7 @@ def reference(path: tuple[Message, ...], policy: Policy, actor: Actor) -> bool:
             elif asked and m.role == "user":
                 return True
         return False
-    redirects, warned = 0, not policy.warning_required
+    redirects, warned, persisting = 0, not policy.warning_required, False
     parents = {m.id: m for m in path}
     for m in path:
         enough = redirects >= policy.redirects_before_warning
@@ -242,9 +242,9 @@ def reference(path: tuple[Message, ...], policy: Policy, actor: Actor) -> bool:
             redirects += 1
         elif m.kind == "warning" and enough:
             warned = True
-        elif m.role == "user" and tier(m) == "terminable" and enough and warned:
-            return True
-    return False
+        elif m.role == "user":  # the latest user turn decides: harmful, after the warning
+            persisting = tier(m) == "terminable" and enough and warned
+    return persisting
 
 
 LADDER_THEN_END: list[tuple[Op, Tier, Actor, int]] = [

@@ -643,3 +643,19 @@ async def test_a_post_below_an_unknown_parent_is_refused_and_writes_nothing(
             await engine.post_message(thread, HELLO, parent_id=new_id())
         after = await store.version(thread)
     assert after == before
+
+
+async def test_a_generation_still_running_at_shutdown_is_recorded_as_failed(
+    store: RedisEventStore,
+) -> None:
+    settings = EngineSettings(shutdown_grace=0)
+    async with running(store, model=SilentModel(), settings=settings) as engine:
+        thread = await new_thread(engine)
+        turn = await engine.post_message(thread, HELLO)
+        waiting = asyncio.create_task(engine.outcome(turn))
+        await engine.aclose()
+        outcome = await waiting
+    assert outcome.reply is not None
+    assert (outcome.reply.kind, outcome.reply.failure) == ("failed", "error")
+    failed = [e for e in await events_of(store, thread) if isinstance(e, ReplyFailed)]
+    assert [f.detail for f in failed] == ["the server shut down"]
