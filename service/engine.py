@@ -21,6 +21,7 @@ from typing import Final
 import msgspec
 
 from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
+from events.records import AppendResult
 from events.schema import (
     AnyEvent,
     EndRejected,
@@ -369,18 +370,6 @@ class Engine:
                     lease_expires_at=expires,
                 )
             )
-            try:
-                result = await self.store.append(thread_id, batch, state.version)
-            except ConcurrencyError:
-                continue
-            except (ThreadEndedError, InvalidBatchError):
-                # The lock and the tree are checked before the version: a refusal of a batch
-                # made from a cached state may only mean the state was behind (the message is
-                # stored already, or the branch ended): look at the stored thread first.
-                if not from_cache:
-                    raise
-                continue
-            self.reader.advance(state, batch, result)
             job = Job(
                 thread_id=thread_id,
                 message_id=message_id,
@@ -390,7 +379,19 @@ class Engine:
                 model=self.model.name,
                 user_id=user_id,
             )
-            self._start(job)
+            try:
+                # Shielded: a caller that goes away while the append is in flight must not
+                # leave a started reply that nobody generates.
+                result = await asyncio.shield(self._open(state, batch, job))
+            except ConcurrencyError:
+                continue
+            except (ThreadEndedError, InvalidBatchError):
+                # The lock and the tree are checked before the version: a refusal of a batch
+                # made from a cached state may only mean the state was behind (the message is
+                # stored already, or the branch ended): look at the stored thread first.
+                if not from_cache:
+                    raise
+                continue
             return Turn(
                 thread_id=thread_id,
                 message_id=message_id,
@@ -452,6 +453,13 @@ class Engine:
             await self.recover(state.thread_id)
             return True
         return False
+
+    async def _open(self, state: ThreadState, batch: list[AnyEvent], job: Job) -> AppendResult:
+        """Append a turn's first batch at `state`'s version, and start its generation."""
+        result = await self.store.append(job.thread_id, batch, state.version)
+        self.reader.advance(state, batch, result)
+        self._start(job)
+        return result
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self.runner.run(job), name=f"reply {job.reply_id}")

@@ -659,3 +659,29 @@ async def test_a_generation_still_running_at_shutdown_is_recorded_as_failed(
     assert (outcome.reply.kind, outcome.reply.failure) == ("failed", "error")
     failed = [e for e in await events_of(store, thread) if isinstance(e, ReplyFailed)]
     assert [f.detail for f in failed] == ["the server shut down"]
+
+
+async def test_a_caller_gone_while_its_turn_is_appended_still_gets_a_reply_generated(
+    store: RedisEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running(store) as engine:
+        thread = await new_thread(engine)
+        gate, reached = asyncio.Event(), asyncio.Event()
+        append = store.append
+
+        async def held_append(*args: object, **kwargs: object) -> object:
+            reached.set()
+            await gate.wait()
+            return await append(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "append", held_append)
+        caller = asyncio.create_task(engine.post_message(thread, HELLO, message_id="m-1"))
+        await reached.wait()
+        caller.cancel()
+        gate.set()
+        monkeypatch.setattr(store, "append", append)
+        retry = await engine.post_message(thread, HELLO, message_id="m-1")
+        outcome = await engine.outcome(retry)
+    assert caller.cancelled()
+    assert retry.replayed
+    assert outcome.status == "completed"
