@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from events.store import RedisEventStore
 from projections.policy import Policy
@@ -12,9 +13,13 @@ from projections.state import ThreadState
 from service.classifier import NO_CONTEXT, Classification, Classifier, Context, GuardedClassifier
 from service.engine import Engine, EngineSettings
 from service.generation import Outcome
-from service.model import Model
+from service.live import Delta
+from service.model import Finished, Model, ModelError, ModelEvent, ModelRequest
 from service.rules import RuleClassifier
 from service.scripted import ScriptedModel
+from service.turns import Turn
+
+BLOCK_MS: Final = 5_000  # how long a test waits for the live channel to say something
 
 
 @asynccontextmanager
@@ -61,6 +66,66 @@ class HangingClassifier:
     async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def streamed(engine: Engine, turn: Turn, words: int = 1) -> str:
+    """Wait until the live channel of `turn` has carried at least `words` words of text."""
+    text, after = "", "0-0"
+    while len(text.split()) < words:
+        items = await engine.live.read(
+            turn.thread_id, turn.reply_id, after=after, block_ms=BLOCK_MS
+        )
+        assert items, "the live channel went quiet"
+        for item in items:
+            assert isinstance(item, Delta), f"the generation closed after {text!r}"
+            text += item.text
+        after = items[-1].entry_id
+    return text
+
+
+class SilentModel:
+    """A model that never says its first word."""
+
+    name = "silent"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        await asyncio.Event().wait()
+        yield Finished()
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RefusingModel:
+    """A model that refuses the request before it streams anything (the `Model` protocol's
+    `stream` is a plain method returning an iterator, so it may raise when called)."""
+
+    name = "refusing"
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        raise ModelError("refusing: the request was rejected before streaming")
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FarewellFailsModel:
+    """The scripted model, eager to end (it calls the end tool on every answer), whose
+    farewells fail: the provider is overloaded just when the ladder ends the branch."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.inner = ScriptedModel(tool_on=frozenset({"answer", "end", "end_by_user"}))
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        if request.directive == "end":
+            raise ModelError("overloaded")
+        async for event in self.inner.stream(request):
+            yield event
 
     async def aclose(self) -> None:
         pass

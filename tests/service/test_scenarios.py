@@ -15,7 +15,14 @@ from projections.branches import counters, path, tip_status
 from projections.policy import Policy
 from service.classifier import GuardedClassifier
 from service.scripted import ScriptedModel
-from tests.service.engines import HangingClassifier, new_thread, running, say, state_of
+from tests.service.engines import (
+    FarewellFailsModel,
+    HangingClassifier,
+    new_thread,
+    running,
+    say,
+    state_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -232,3 +239,20 @@ async def test_12_a_thread_scope_policy_refuses_edits_after_an_end(
             await engine.edit_message(thread, outcomes[0].message_id, "a fresh start")
     assert outcomes[-1].ended is not None
     assert outcomes[-1].ended.scope == "thread"
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+async def test_a_model_cannot_end_on_a_benign_turn_after_the_user_stopped(
+    store: RedisEventStore,
+) -> None:
+    # Redirected twice, warned, then the farewell fails (the branch stays open); the user moves
+    # on to a harmless question, and the model asks to end there. The user no longer persists.
+    async with running(store, model=FarewellFailsModel()) as engine:
+        thread = await new_thread(engine)
+        ladder = [(await say(engine, thread, TERMINABLE)).status for _ in range(4)]
+        moved_on = await say(engine, thread, BENIGN[4])
+    assert ladder == ["redirected", "redirected", "warned", "failed"]
+    assert moved_on.ended is None
+    assert [r.actor for r in moved_on.rejections] == ["model"]
