@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint typecheck format bench clean
+.PHONY: test check lint typecheck format bench serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ check: lint typecheck test
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The HTTP API on http://127.0.0.1:8000, with the embedded Redis (data in ./.coda, kept).
+serve: $(STAMP)
+	$(VENV)/bin/coda serve
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

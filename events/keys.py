@@ -115,6 +115,11 @@ class Keyspace:
             self.feed(self.partition(thread_id)),
         )
 
+    def api_key(self, digest: str) -> str:
+        """A hash: the tenant, user and roles of the API key whose SHA-256 is `digest` (no hash
+        tag: keys are looked up one at a time, from any slot)."""
+        return f"{self.prefix}:apikey:{digest}"
+
     @property
     def config(self) -> str:
         """A hash holding deployment settings fixed for its life (the partition count)."""

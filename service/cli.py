@@ -16,6 +16,11 @@
                                      print a view's analytics, a column a day
     coda classify [TEXT...] [--classifier NAME] [--classifier-url URL]
                                      classify each TEXT (or each line of stdin): a JSON line each
+    coda serve [--host H] [--port P] [--workers N] [--no-projector]
+                                     run the HTTP API (docs/api.md)
+    coda keys create --tenant T --user U [--role R]...
+                                     print a new API key alone on stdout (its hash is kept)
+    coda keys revoke KEY             forget an API key
 
 Where the events live comes from the environment (REDIS_URL, CODA_DATA_DIR, ...; see
 docs/storage.md); which classifier runs, from CODA_CLASSIFIER and the flags (docs/policy.md).
@@ -45,9 +50,10 @@ from projections.audit import audit as audit_thread
 from projections.branches import active_tip
 from projections.projector import DEFAULT_VIEW, Projector
 from projections.reader import ThreadReader
-from service import reports
+from service import reports, serve
 from service.classifier import Classification
 from service.config import CLASSIFIERS, ConfigError, Settings, build_classifier
+from service.http.principals import ROLES, ApiKeyError
 
 _json = msgspec.json.Encoder()
 
@@ -58,10 +64,13 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int] | int] = args.run
     try:
-        return asyncio.run(command(args))
-    except (EventStoreError, CommandError, ConfigError) as exc:  # TransferError is one too
+        result = command(args)
+        if isinstance(result, int):  # `coda serve` runs its own loops
+            return result
+        return asyncio.run(result)
+    except (EventStoreError, CommandError, ConfigError, ApiKeyError) as exc:
         print(f"coda: {exc}", file=sys.stderr)
         return 2
 
@@ -286,6 +295,26 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--classifier-model", help="the classifier service's model")
     cmd.add_argument("--timeout", type=_seconds, help="seconds before a text counts as unknown")
     cmd.set_defaults(run=classify)
+    cmd = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=8000)
+    cmd.add_argument("--workers", type=_positive, default=1)
+    cmd.add_argument(
+        "--no-projector", action="store_true", help="projectors run elsewhere (coda project)"
+    )
+    cmd.set_defaults(run=serve.serve)
+    cmd = commands.add_parser("keys", help="create or revoke API keys")
+    keys = cmd.add_subparsers(dest="keys_command", required=True)
+    cmd = keys.add_parser("create", help="print a new key alone on stdout (only its hash is kept)")
+    cmd.add_argument("--tenant", required=True)
+    cmd.add_argument("--user", required=True)
+    cmd.add_argument(
+        "--role", action="append", choices=ROLES, help="repeat for more (default user)"
+    )
+    cmd.set_defaults(run=serve.keys_create)
+    cmd = keys.add_parser("revoke", help="forget a key (give it whole, or its SHA-256)")
+    cmd.add_argument("key")
+    cmd.set_defaults(run=serve.keys_revoke)
     cmd = commands.add_parser("events", help="print a thread's events as NDJSON")
     cmd.add_argument("thread")
     cmd.add_argument("--after", type=_whole, default=0, help="only versions above this")

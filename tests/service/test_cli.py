@@ -15,6 +15,7 @@ from events.connect import client_for
 from events.keys import Keyspace
 from events.store import RedisEventStore
 from service.cli import main
+from service.http.principals import ApiKeys
 from tests.conftest import SEAL_KEY, delete_prefix
 from tests.factories import ended, posted, replied, started
 
@@ -265,3 +266,35 @@ def test_classify_through_an_unreachable_service_gives_unknown(
     line = json.loads(capsys.readouterr().out)
     assert (line["tier"], line["classifier"]) == ("unknown", "openai-moderation")
     assert "ConnectError" in line["error"]
+
+
+def test_keys_create_prints_the_key_alone_and_revoke_forgets_it(
+    env: Keyspace, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--tenant", "acme", "--user", "ann", "--role", "auditor"]) == 0
+    key = capsys.readouterr().out
+    assert key.startswith("coda_")
+    assert key.count("\n") == 1
+    assert principal_of(redis_url, env, key.strip()) == ("acme", "ann", frozenset({"auditor"}))
+    assert main(["keys", "revoke", key.strip()]) == 0
+    assert principal_of(redis_url, env, key.strip()) is None
+    assert main(["keys", "revoke", key.strip()]) == 1
+
+
+def test_keys_create_with_a_bad_tenant_is_a_one_line_error(
+    env: Keyspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--tenant", "a b", "--user", "ann"]) == 2
+    assert capsys.readouterr().err.startswith("coda: invalid tenant 'a b'")
+
+
+def principal_of(url: str, keys: Keyspace, key: str) -> tuple[str, str, frozenset[str]] | None:
+    async def look() -> tuple[str, str, frozenset[str]] | None:
+        client = client_for(url)
+        try:
+            found = await ApiKeys(client, keys).principal(key)
+        finally:
+            await client.aclose()
+        return None if found is None else (found.tenant, found.user, frozenset(found.roles))
+
+    return asyncio.run(look())

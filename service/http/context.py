@@ -1,0 +1,74 @@
+"""What every request handler reaches: the store, the engine, the keys, and the caller.
+
+`Services` is built once per process (by the app's lifespan, or by a test) and kept on the
+app's state; `caller` authenticates a request, `thread_for` loads a thread the caller may see.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeVar, cast
+
+import msgspec
+from starlette.requests import Request
+
+from events.store import RedisEventStore
+from projections.projector import DEFAULT_VIEW
+from projections.state import ThreadState
+from service.engine import Engine
+from service.errors import ThreadNotFoundError
+from service.http.principals import ApiKeys, Principal
+from service.http.problems import Problem
+
+MAX_BODY: Final = 64 * 1024  # bytes of a request body
+
+T = TypeVar("T")
+
+
+class Services(msgspec.Struct, kw_only=True):
+    store: RedisEventStore
+    engine: Engine
+    keys: ApiKeys
+    view: str = DEFAULT_VIEW
+
+
+def services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+async def caller(request: Request) -> Principal:
+    """The principal of the request's bearer key; 401 without a valid one."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Problem(401, "unauthorized", "Unauthorized", "send Authorization: Bearer <key>")
+    principal = await services(request).keys.principal(key.strip())
+    if principal is None:
+        raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
+    return principal
+
+
+async def thread_for(request: Request, principal: Principal, *, write: bool = False) -> ThreadState:
+    """The thread of the path, if `principal` may see it (or, with `write`, act in it).
+
+    A user reaches their own threads; auditors and admins read every thread of their tenant.
+    Anything else is a 404, as if the thread did not exist: existence is not revealed.
+    """
+    thread_id = request.path_params["thread_id"]
+    state = await services(request).engine.reader.state(thread_id)
+    started = state.started
+    if started is None or started.tenant != principal.tenant:
+        raise ThreadNotFoundError(thread_id)
+    own = started.owner == principal.user and principal.can("user")
+    if not own and (write or not principal.can("auditor", "admin")):
+        raise ThreadNotFoundError(thread_id)
+    return state
+
+
+async def body_of(request: Request, kind: type[T]) -> T:
+    """The JSON body as `kind`: 413 past `MAX_BODY`, 422 naming the field that is wrong."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise Problem(
+            413, "too-large", "Request too large", f"a body holds at most {MAX_BODY} bytes"
+        )
+    return msgspec.json.decode(raw or b"{}", type=kind)

@@ -1,0 +1,95 @@
+"""Who is calling: API keys, stored as their SHA-256 only, each naming a tenant, a user, roles.
+
+A key is shown once, when it is made (`coda keys create`); Redis holds `coda:apikey:<sha256>`
+→ tenant, user, roles, created_at. Revoking deletes the hash, so a revoked key is unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, TypeAlias, get_args
+
+import msgspec
+
+from events.errors import redis_errors
+from events.keys import Keyspace
+from events.store import Redis
+
+Role: TypeAlias = Literal["user", "auditor", "admin"]
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+PREFIX: Final = "coda_"  # keys are recognisable in a leaked config file
+_Name: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    user: str
+    roles: frozenset[Role]
+
+    def can(self, *roles: Role) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+class ApiKeyError(ValueError):
+    """A key that cannot be made as asked (a bad tenant, user or role)."""
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, client: Redis, keys: Keyspace) -> None:
+        self.redis = client
+        self.keys = keys
+
+    async def create(self, tenant: str, user: str, roles: frozenset[Role]) -> str:
+        """A new key for `user` of `tenant`; the key itself is returned once and stored nowhere."""
+        for name, value in (("tenant", tenant), ("user", user)):
+            try:
+                msgspec.convert(value, type=_Name)
+            except msgspec.ValidationError:
+                raise ApiKeyError(
+                    f"invalid {name} {value!r}: use 1-128 characters of A-Z a-z 0-9 _ . : @ -"
+                ) from None
+        if not roles or not roles <= set(ROLES):
+            raise ApiKeyError(f"roles must be some of {', '.join(ROLES)}, not {sorted(roles)}")
+        key = PREFIX + secrets.token_urlsafe(32)
+        fields = [
+            *("tenant", tenant),
+            *("user", user),
+            *("roles", ",".join(sorted(roles))),
+            *("created_at", datetime.now(UTC).isoformat()),
+        ]
+        with redis_errors():
+            await self.redis.hset(self.keys.api_key(digest(key)), items=fields)
+        return key
+
+    async def revoke(self, key: str) -> bool:
+        """Forget a key (given whole, or as its SHA-256); False if it was unknown."""
+        hashed = key if len(key) == 64 and not key.startswith(PREFIX) else digest(key)
+        with redis_errors():
+            return bool(await self.redis.delete(self.keys.api_key(hashed)))
+
+    async def any(self) -> bool:
+        """Whether any key exists at all."""
+        with redis_errors():
+            async for _ in self.redis.scan_iter(match=self.keys.api_key("*"), count=1000):
+                return True
+        return False
+
+    async def principal(self, key: str) -> Principal | None:
+        """Who `key` belongs to, or None for an unknown or revoked key."""
+        with redis_errors():
+            fields = await self.redis.hgetall(self.keys.api_key(digest(key)))
+        if not fields:
+            return None
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        roles = frozenset(r for r in ROLES if r in text.get("roles", "").split(","))
+        return Principal(tenant=text["tenant"], user=text["user"], roles=roles)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,221 @@
+"""The thread endpoints: create and list threads, read one, take turns, feedback, cancel, events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from events.errors import ThreadEndedError
+from events.schema import Id
+from projections.branches import end_of
+from service.http.context import body_of, caller, services, thread_for
+from service.http.principals import Principal
+from service.http.problems import Problem
+from service.http.representations import (
+    ended_json,
+    thread_json,
+    thread_with_messages,
+    turn_json,
+)
+from service.turns import Turn
+
+DEFAULT_PAGE: Final = 50
+MAX_PAGE: Final = 200
+
+Title = Annotated[str, msgspec.Meta(max_length=200)]
+Comment = Annotated[str, msgspec.Meta(max_length=4000)]
+
+
+class NewThread(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    title: Title = ""
+
+
+class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    content: str
+    parent_id: Id | None = None
+    message_id: Id | None = None
+
+
+class Edit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    content: str
+    message_id: Id | None = None  # the new message's id, for a retry
+
+
+class NewFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    rating: Literal["up", "down"]
+    message_id: Id | None = None
+    comment: Comment = ""
+
+
+async def create_thread(request: Request) -> Response:
+    principal = await _user(request)
+    body = await body_of(request, NewThread)
+    engine = services(request).engine
+    thread_id = await engine.start_thread(
+        tenant=principal.tenant, owner=principal.user, title=body.title
+    )
+    state = await engine.reader.state(thread_id)
+    return _json(thread_json(state), 201, version=state.version)
+
+
+async def list_threads(request: Request) -> Response:
+    """The caller's threads, newest first, from the thread-list view the projector keeps."""
+    principal = await caller(request)
+    limit = _integer(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = _integer(request, "cursor", 0, 0, None)
+    svc = services(request)
+    keys = svc.store.keys
+    owner_key = keys.view_owner(svc.view, principal.tenant, principal.user)
+    listed = await svc.store.redis.zrevrange(owner_key, offset, offset + limit)
+    ids = [_str(i) for i in listed]
+    more = len(ids) > limit
+    data = []
+    for thread_id in ids[:limit]:
+        fields = await svc.store.redis.hgetall(keys.view_thread(svc.view, thread_id))
+        row = {_str(k): _str(v) for k, v in fields.items()}
+        if row.get("tenant") == principal.tenant and row.get("owner") == principal.user:
+            data.append(_listed(thread_id, row))
+    return _json({"data": data, "next_cursor": str(offset + limit) if more else None})
+
+
+async def get_thread(request: Request) -> Response:
+    principal = await caller(request)
+    state = await thread_for(request, principal)
+    at = request.query_params.get("at")
+    if at is not None:
+        version = _integer(request, "at", 0, 1, state.version)
+        state = await services(request).engine.reader.state(state.thread_id, at=version)
+    body = thread_with_messages(state, request.query_params.get("tip"))
+    return _json(body, version=state.version)
+
+
+async def post_message(request: Request) -> Response:
+    principal = await _user(request)
+    state = await thread_for(request, principal, write=True)
+    body = await body_of(request, NewMessage)
+    engine = services(request).engine
+    try:
+        turn = await engine.post_message(
+            state.thread_id,
+            body.content,
+            parent_id=body.parent_id,
+            message_id=body.message_id,
+            user_id=principal.user,
+        )
+    except ThreadEndedError as exc:
+        raise await _ended(request, state.thread_id, exc) from exc
+    return await _finished_turn(request, turn)
+
+
+async def edit_message(request: Request) -> Response:
+    principal = await _user(request)
+    state = await thread_for(request, principal, write=True)
+    body = await body_of(request, Edit)
+    engine = services(request).engine
+    try:
+        turn = await engine.edit_message(
+            state.thread_id,
+            request.path_params["message_id"],
+            body.content,
+            new_message_id=body.message_id,
+            user_id=principal.user,
+        )
+    except ThreadEndedError as exc:
+        raise await _ended(request, state.thread_id, exc) from exc
+    return await _finished_turn(request, turn)
+
+
+async def give_feedback(request: Request) -> Response:
+    principal = await _user(request)
+    state = await thread_for(request, principal, write=True)
+    body = await body_of(request, NewFeedback)
+    version = await services(request).engine.give_feedback(
+        state.thread_id,
+        body.rating,
+        message_id=body.message_id,
+        comment=body.comment,
+        user_id=principal.user,
+    )
+    feedback = {
+        "rating": body.rating,
+        "message_id": body.message_id,
+        "comment": body.comment,
+        "version": version,
+    }
+    return _json(feedback, 201)
+
+
+async def cancel(request: Request) -> Response:
+    principal = await _user(request)
+    state = await thread_for(request, principal, write=True)
+    reply_id = await services(request).engine.cancel(state.thread_id)
+    return _json({"reply_id": reply_id, "status": "cancelling"}, 202)
+
+
+async def thread_events(request: Request) -> Response:
+    principal = await caller(request)
+    state = await thread_for(request, principal)
+    after = _integer(request, "after", 0, 0, None)
+    limit = _integer(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    recorded = await services(request).store.read(state.thread_id, after=after, limit=limit)
+    data = [{"version": r.version, **msgspec.to_builtins(r.event)} for r in recorded]
+    more = len(recorded) == limit and recorded[-1].version < state.version
+    return _json({"data": data, "next": recorded[-1].version if more else None})
+
+
+async def _user(request: Request) -> Principal:
+    principal = await caller(request)
+    if not principal.can("user"):
+        raise Problem(403, "forbidden", "Forbidden", "taking turns needs the user role")
+    return principal
+
+
+async def _finished_turn(request: Request, turn: Turn) -> Response:
+    engine = services(request).engine
+    outcome = await engine.outcome(turn)
+    state = await engine.reader.state(turn.thread_id)
+    return _json(turn_json(state, turn.classification, outcome), version=state.version)
+
+
+async def _ended(request: Request, thread_id: str, exc: ThreadEndedError) -> Problem:
+    """A `thread-ended` problem carrying the end, so a client can offer what is still allowed."""
+    state = await services(request).engine.reader.state(thread_id)
+    leaf = exc.leaf_id
+    end = end_of(state, leaf) if leaf is not None and leaf in state.messages else state.thread_end
+    return Problem(
+        409, "thread-ended", "The conversation has ended", str(exc), ended=ended_json(end)
+    )
+
+
+def _listed(thread_id: str, row: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": thread_id,
+        "title": row.get("title", ""),
+        "status": row.get("status", "open"),
+        "created_at": row.get("created_at", ""),
+        "updated_at": row.get("updated_at", ""),
+        "active_tip": row.get("active_tip") or None,
+        "version": int(row.get("version", "0") or 0),
+    }
+
+
+def _integer(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise Problem(422, "validation", "The request is not valid", f"{name} must be {bounds}")
+    return int(text)
+
+
+def _json(body: Any, status: int = 200, *, version: int | None = None) -> Response:
+    headers = {"ETag": f'"{version}"'} if version is not None else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
