@@ -226,6 +226,17 @@ class RedisEventStore:
             raw = await self.redis.hgetall(self.keys.index(check_thread_id(thread_id)))
         return cast(dict[bytes, bytes], raw)
 
+    async def batch_of(self, thread_id: str, event_id: str) -> tuple[int, int] | None:
+        """The first and last versions of the append that stored `event_id`, if it is stored."""
+        with redis_errors():
+            raw = await self.redis.hget(
+                self.keys.index(check_thread_id(thread_id)), f"e:{event_id}"
+            )
+        if raw is None:
+            return None
+        _version, first, last = (raw.decode() if isinstance(raw, bytes) else raw).split(":")
+        return int(first), int(last)
+
     async def read_feed(
         self, partition: int, *, after: str = "0-0", limit: int = DEFAULT_PAGE
     ) -> list[FeedEntry]:

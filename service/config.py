@@ -8,6 +8,8 @@
     CODA_MODEL               scripted (default) | anthropic | openai
     CODA_MODEL_NAME          e.g. claude-opus-4-1, gpt-4.1, llama3.1 (required for openai)
     CODA_MODEL_URL           the API's base URL (openai: ending in /v1, e.g. http://localhost:11434/v1)
+    CODA_SCRIPTED_DELAY      seconds between the scripted model's deltas (default 0: demos, tests)
+    CODA_LEASE_SECONDS       a generation's lease (default 30): how soon a dead owner's is closed
     CODA_POLICY_REDIRECTS    redirects before the warning (default 2)
     CODA_POLICY_WARNING      whether a warning must come before an end (default true)
     CODA_POLICY_SCOPE        branch (default) | thread: what an end closes
@@ -53,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model: str = "scripted"
     model_name: str | None = None
     model_url: str | None = None
+    scripted_delay: float = 0.0
+    lease_seconds: float = 30.0
     policy: Policy = Policy()
 
     @classmethod
@@ -67,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             model=env.get("CODA_MODEL", "scripted"),
             model_name=env.get("CODA_MODEL_NAME") or None,
             model_url=env.get("CODA_MODEL_URL") or None,
+            scripted_delay=_number(env, "CODA_SCRIPTED_DELAY", 0.0, zero=True),
+            lease_seconds=_number(env, "CODA_LEASE_SECONDS", 30.0),
             policy=_policy(env),
         )
 
@@ -79,7 +85,7 @@ def build_classifier(settings: Settings) -> Classifier:
 def build_model(settings: Settings) -> Model:
     match settings.model:
         case "scripted":
-            return ScriptedModel()
+            return ScriptedModel(delay=settings.scripted_delay)
         case "anthropic":
             try:
                 return AnthropicModel(
@@ -120,7 +126,7 @@ def _classifier(settings: Settings) -> Classifier:
     )
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
     text = env.get(name)
     if not text:
         return default
@@ -128,7 +134,7 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name} must be positive, not {text!r}")
     return value
 

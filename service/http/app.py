@@ -24,7 +24,7 @@ from events.connect import RedisSettings, check_server, open_store
 from events.errors import EventStoreError
 from projections.projector import Projector
 from service.config import Settings, build_classifier, build_model
-from service.engine import Engine
+from service.engine import Engine, EngineSettings
 from service.http import problems, threads
 from service.http.context import Services, services
 from service.http.principals import ApiKeys
@@ -63,6 +63,7 @@ ROUTES: Final = [
     Route("/v1/threads/{thread_id}/feedback", threads.give_feedback, methods=["POST"]),
     Route("/v1/threads/{thread_id}/cancel", threads.cancel, methods=["POST"]),
     Route("/v1/threads/{thread_id}/events", threads.thread_events, methods=["GET"]),
+    Route("/v1/threads/{thread_id}/stream", threads.stream_thread, methods=["GET"]),
 ]
 
 
@@ -99,6 +100,7 @@ async def running_services(*, projector: bool) -> AsyncIterator[Services]:
             model=build_model(settings),
             classifier=build_classifier(settings),
             policy=settings.policy,
+            settings=EngineSettings(lease_seconds=settings.lease_seconds),
         )
         stop = asyncio.Event()
         tasks = []

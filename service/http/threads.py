@@ -6,10 +6,11 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from events.errors import ThreadEndedError
-from events.schema import Id
+from events.records import RecordedEvent
+from events.schema import Id, ReplyCompleted, ReplyFailed, ReplyRedirected, ReplyWarned
 from projections.branches import end_of
 from service.http.context import body_of, caller, services, thread_for
 from service.http.principals import Principal
@@ -20,7 +21,12 @@ from service.http.representations import (
     thread_with_messages,
     turn_json,
 )
+from service.http.streams import HEADERS as SSE_HEADERS
+from service.http.streams import MEDIA_TYPE as SSE
+from service.http.streams import Cursor, guarded, thread_frames
 from service.turns import Turn
+
+REPLY_ENDS: Final = (ReplyCompleted, ReplyRedirected, ReplyWarned, ReplyFailed)
 
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 200
@@ -107,7 +113,7 @@ async def post_message(request: Request) -> Response:
         )
     except ThreadEndedError as exc:
         raise await _ended(request, state.thread_id, exc) from exc
-    return await _finished_turn(request, turn)
+    return await _turn_response(request, turn)
 
 
 async def edit_message(request: Request) -> Response:
@@ -125,7 +131,7 @@ async def edit_message(request: Request) -> Response:
         )
     except ThreadEndedError as exc:
         raise await _ended(request, state.thread_id, exc) from exc
-    return await _finished_turn(request, turn)
+    return await _turn_response(request, turn)
 
 
 async def give_feedback(request: Request) -> Response:
@@ -171,6 +177,35 @@ async def _user(request: Request) -> Principal:
     if not principal.can("user"):
         raise Problem(403, "forbidden", "Forbidden", "taking turns needs the user role")
     return principal
+
+
+async def stream_thread(request: Request) -> Response:
+    """The thread's live tail as server-sent events, resumable by `Last-Event-ID` or `after`."""
+    principal = await caller(request)
+    state = await thread_for(request, principal)
+    cursor = Cursor.parse(request.headers.get("last-event-id") or request.query_params.get("after"))
+    frames = thread_frames(services(request), state.thread_id, cursor)
+    return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
+
+
+async def _turn_response(request: Request, turn: Turn) -> Response:
+    """The turn as SSE if the client accepts an event stream, else as JSON once it is done."""
+    if SSE not in request.headers.get("accept", ""):
+        return await _finished_turn(request, turn)
+    svc = services(request)
+    state = await svc.engine.reader.state(turn.thread_id)
+    message = state.messages[turn.message_id]
+    first = message.version - (1 if turn.edited_from else 0)  # a fork comes just before
+
+    async def last(recorded: RecordedEvent) -> int | None:
+        event = recorded.event
+        if isinstance(event, REPLY_ENDS) and event.message_id == turn.reply_id:
+            batch = await svc.store.batch_of(turn.thread_id, event.event_id)
+            return batch[1] if batch else recorded.version
+        return None
+
+    frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), last=last)
+    return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
 
 
 async def _finished_turn(request: Request, turn: Turn) -> Response:

@@ -5,6 +5,7 @@ Runs on fakeredis and a real Redis (the engine's own suites cover the cluster).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,10 +39,17 @@ class Api:
         self.store = store
 
     async def call(
-        self, method: str, path: str, who: str = "ann", body: Any = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        who: str = "ann",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
-        return await self.client.request(method, path, json=body, headers=headers, **kwargs)
+        sent = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return await self.client.request(
+            method, path, json=body, headers={**sent, **(headers or {})}
+        )
 
     async def thread(self, who: str = "ann", title: str = "") -> str:
         response = await self.call("POST", "/v1/threads", who, {"title": title})
@@ -244,3 +252,64 @@ async def test_the_thread_list_shows_the_callers_threads_newest_first(api: Api) 
     rest = (await api.call("GET", f"/v1/threads?cursor={listed['next_cursor']}")).json()
     assert [t["id"] for t in listed["data"] + rest["data"]] == [newer, older]
     assert rest["next_cursor"] is None
+
+
+def parse_sse(text: str) -> list[tuple[str, str, Any]]:
+    """(id, event, data) of each frame of an event stream."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            frames.append((fields.get("id", ""), fields["event"], json.loads(fields["data"])))
+    return frames
+
+
+async def stream_turn(api: Api, thread: str, content: str) -> list[tuple[str, str, Any]]:
+    response = await api.call(
+        "POST",
+        f"/v1/threads/{thread}/messages",
+        body={"content": content},
+        headers={"Accept": "text/event-stream"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    return parse_sse(response.text)
+
+
+async def test_a_turn_streams_its_events_and_deltas_that_add_up_to_the_reply(api: Api) -> None:
+    thread = await api.thread()
+    frames = await stream_turn(api, thread, "hello there")
+    names = [name for _, name, _ in frames]
+    deltas = [data for _, name, data in frames if name == "reply.delta"]
+    completed = next(data for _, name, data in frames if name == "reply.completed")
+    assert names[:3] == ["message.posted", "message.classified", "reply.started"]
+    assert names[-1] == "reply.completed"
+    assert deltas
+    assert [d["index"] for d in deltas] == list(range(len(deltas)))
+    assert "".join(d["text"] for d in deltas) == completed["content"]
+    assert all(frame_id for frame_id, _, _ in frames)
+
+
+async def test_the_streamed_turn_that_ends_the_thread_ends_with_thread_ended(api: Api) -> None:
+    thread = await api.thread()
+    for _ in range(3):
+        await api.say(thread, TERMINABLE)
+    frames = await stream_turn(api, thread, TERMINABLE)
+    names = [name for _, name, _ in frames]
+    assert names[-2:] == ["reply.completed", "thread.ended"]
+    assert frames[-1][2]["actor"] == "model"
+
+
+async def test_a_stream_refused_before_it_starts_is_problem_json(api: Api) -> None:
+    thread = await api.thread()
+    for _ in range(4):
+        await api.say(thread, TERMINABLE)
+    response = await api.call(
+        "POST",
+        f"/v1/threads/{thread}/messages",
+        body={"content": "hi"},
+        headers={"Accept": "text/event-stream"},
+    )
+    assert response.status_code == 409
+    assert response.json()["type"] == "thread-ended"

@@ -1,0 +1,159 @@
+"""Server-sent events: a thread's durable events and its replies' deltas, in one resumable order.
+
+Every frame has an id. A durable event's id is its version (`"7"`); a delta's id is the
+version of the `reply.started` it belongs to and its live-channel entry (`"7:1732..-0"`). The
+order is: an event, then, right after a `reply.started`, that reply's deltas until its
+generation closes, then the events after it. Sending the last id received (`Last-Event-ID`, or
+`?after=`) resumes right after that frame, from any process: the events come from the thread's
+stream, the deltas from the live channel in Redis. A delta whose channel has expired is not
+sent again; the reply's final event carries the whole text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final, NamedTuple
+
+import msgspec
+
+from events.errors import redis_errors
+from events.records import RecordedEvent
+from events.schema import ReplyStarted, tag_of
+from service.http.context import Services
+from service.http.problems import Problem, problem_of
+from service.live import Closed
+
+KEEP_ALIVE_MS: Final = 15_000
+# How long a stream waits on a reply's live channel before it looks at the thread again: a
+# generation whose owner died is closed (`recover`) soon after its lease, not a keep-alive later.
+LIVE_POLL_MS: Final = 1_000
+HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MEDIA_TYPE: Final = "text/event-stream"
+
+_json: Final = msgspec.json.Encoder()
+log = logging.getLogger("coda.http")
+
+
+class Cursor(NamedTuple):
+    """Where a stream stands: after `version`, and within the reply started there after `entry`."""
+
+    version: int
+    entry: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls(0)
+        version, _, entry = text.partition(":")
+        if not version.isdigit() or (entry and not _entry_id(entry)):
+            raise Problem(422, "validation", "The request is not valid", f"bad event id {text!r}")
+        return cls(int(version), entry or None)
+
+
+def frame(frame_id: str, event: str, data: object) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+        frame_id.encode(),
+        event.encode(),
+        _json.encode(data),
+    )
+
+
+KEEP_ALIVE: Final = b": keep-alive\n\n"
+
+
+async def thread_frames(
+    svc: Services,
+    thread_id: str,
+    cursor: Cursor,
+    *,
+    last: Callable[[RecordedEvent], Awaitable[int | None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The thread's frames after `cursor`, waiting for more (with keep-alive comments); until
+    the version `last` names once it has seen the event that decides it, or for ever."""
+    version = cursor.version
+    until: int | None = None
+    if cursor.entry is not None:
+        started = await svc.store.read(thread_id, after=version - 1, limit=1)
+        if started and isinstance(started[0].event, ReplyStarted):
+            async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry):
+                yield chunk
+    while True:
+        recorded = await svc.store.read(thread_id, after=version, limit=100)
+        if not recorded:
+            if not await _wait(svc, thread_id, version):
+                yield KEEP_ALIVE
+            continue
+        for event in recorded:
+            yield frame(str(event.version), tag_of(event.event), msgspec.to_builtins(event.event))
+            version = event.version
+            if isinstance(event.event, ReplyStarted):
+                async for chunk in _deltas(svc, thread_id, event, after="0-0"):
+                    yield chunk
+            if until is None and last is not None:
+                until = await last(event)
+            if until is not None and version >= until:
+                return
+
+
+async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The frames, and, if something fails once the stream has started, an `error` frame with
+    the problem object instead of a broken connection."""
+    try:
+        async for chunk in frames:
+            yield chunk
+    except Exception as exc:  # the response has started: the error can only be a frame now
+        try:
+            status, type_, title, detail, members = problem_of(exc)
+        except LookupError:
+            log.error("stream failed", exc_info=exc)
+            status, type_, title, detail, members = 500, "internal", "Internal error", "", {}
+        body = {"type": type_, "title": title, "status": status, "detail": detail, **members}
+        yield b"event: error\ndata: %s\n\n" % _json.encode(body)
+
+
+async def _deltas(
+    svc: Services, thread_id: str, started: RecordedEvent, *, after: str
+) -> AsyncIterator[bytes]:
+    """The deltas of the reply `started` began, after live entry `after`, until it closes."""
+    assert isinstance(started.event, ReplyStarted)
+    reply_id = started.event.message_id
+    live = svc.engine.live
+    index, position, resumed = 0, "0-0", after == "0-0"
+    quiet = 0
+    while True:
+        items = await live.read(thread_id, reply_id, after=position, block_ms=LIVE_POLL_MS)
+        if not items:
+            state = await svc.engine.reader.state(thread_id)
+            reply = state.messages.get(reply_id)
+            if reply is None or reply.kind != "pending":
+                return  # closed, and its channel gone: the reply's event has the text
+            await svc.engine.recover(thread_id)
+            quiet += LIVE_POLL_MS
+            if quiet >= KEEP_ALIVE_MS:
+                quiet = 0
+                yield KEEP_ALIVE
+            continue
+        quiet = 0
+        for item in items:
+            position = item.entry_id
+            if isinstance(item, Closed):
+                return
+            if resumed:
+                data = {"message_id": reply_id, "index": index, "text": item.text}
+                yield frame(f"{started.version}:{item.entry_id}", "reply.delta", data)
+            resumed = resumed or item.entry_id == after
+            index += 1
+
+
+async def _wait(svc: Services, thread_id: str, version: int) -> bool:
+    """Wait for an event after `version` (up to the keep-alive); whether one came."""
+    key = svc.store.keys.stream(thread_id)
+    with redis_errors():
+        reply = await svc.store.redis.xread({key: f"{version}-0"}, block=KEEP_ALIVE_MS, count=1)
+    return bool(reply)
+
+
+def _entry_id(text: str) -> bool:
+    head, _, tail = text.partition("-")
+    return head.isdigit() and tail.isdigit()
