@@ -3,6 +3,7 @@ also from another process after the one generating the reply was killed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -64,15 +65,13 @@ def new_thread(served: Served) -> str:
 def post_in_background(served: Served, thread: str, content: str) -> threading.Thread:
     def post() -> None:
         auth = {"Authorization": f"Bearer {served.key()}"}
-        try:
+        with contextlib.suppress(httpx.TransportError):  # the server may be killed under it
             httpx.post(
                 f"{served.url}/v1/threads/{thread}/messages",
                 json={"content": content},
                 headers=auth,
                 timeout=30,
             )
-        except httpx.TransportError:
-            pass  # the server may be killed under it
 
     poster = threading.Thread(target=post, daemon=True)
     poster.start()
