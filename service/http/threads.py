@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -102,36 +103,28 @@ async def post_message(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, NewMessage)
-    engine = services(request).engine
-    try:
-        turn = await engine.post_message(
-            state.thread_id,
-            body.content,
-            parent_id=body.parent_id,
-            message_id=body.message_id,
-            user_id=principal.user,
-        )
-    except ThreadEndedError as exc:
-        raise await _ended(request, state.thread_id, exc) from exc
-    return await _turn_response(request, turn)
+    turn = services(request).engine.post_message(
+        state.thread_id,
+        body.content,
+        parent_id=body.parent_id,
+        message_id=body.message_id,
+        user_id=principal.user,
+    )
+    return await _turn_response(request, state.thread_id, turn)
 
 
 async def edit_message(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, Edit)
-    engine = services(request).engine
-    try:
-        turn = await engine.edit_message(
-            state.thread_id,
-            request.path_params["message_id"],
-            body.content,
-            new_message_id=body.message_id,
-            user_id=principal.user,
-        )
-    except ThreadEndedError as exc:
-        raise await _ended(request, state.thread_id, exc) from exc
-    return await _turn_response(request, turn)
+    turn = services(request).engine.edit_message(
+        state.thread_id,
+        request.path_params["message_id"],
+        body.content,
+        new_message_id=body.message_id,
+        user_id=principal.user,
+    )
+    return await _turn_response(request, state.thread_id, turn)
 
 
 async def give_feedback(request: Request) -> Response:
@@ -188,8 +181,15 @@ async def stream_thread(request: Request) -> Response:
     return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
 
 
-async def _turn_response(request: Request, turn: Turn) -> Response:
-    """The turn as SSE if the client accepts an event stream, else as JSON once it is done."""
+async def _turn_response(
+    request: Request, thread_id: str, taking: Coroutine[Any, Any, Turn]
+) -> Response:
+    """The turn as SSE if the client accepts an event stream, else as JSON once it is done;
+    a turn refused because the branch ended is a `thread-ended` problem carrying the end."""
+    try:
+        turn = await taking
+    except ThreadEndedError as exc:
+        raise await _ended(request, thread_id, exc) from exc
     if SSE not in request.headers.get("accept", ""):
         return await _finished_turn(request, turn)
     svc = services(request)
