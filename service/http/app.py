@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -75,6 +76,7 @@ def create_app(given: Services | None = None, *, projector: bool | None = None) 
         cls: problems.handle for cls in problems.TABLE
     }
     handlers[problems.Problem] = problems.handle
+    handlers[HTTPException] = problems.routing
     handlers[Exception] = problems.unexpected
 
     @contextlib.asynccontextmanager

@@ -65,10 +65,16 @@ async def thread_for(request: Request, principal: Principal, *, write: bool = Fa
 
 
 async def body_of(request: Request, kind: type[T]) -> T:
-    """The JSON body as `kind`: 413 past `MAX_BODY`, 422 naming the field that is wrong."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise Problem(
-            413, "too-large", "Request too large", f"a body holds at most {MAX_BODY} bytes"
-        )
-    return msgspec.json.decode(raw or b"{}", type=kind)
+    """The JSON body as `kind`: 413 past `MAX_BODY` (read no further), 422 naming the field."""
+    too_large = Problem(
+        413, "too-large", "Request too large", f"a body holds at most {MAX_BODY} bytes"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise too_large
+    return msgspec.json.decode(bytes(raw) or b"{}", type=kind)

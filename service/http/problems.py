@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -107,6 +108,18 @@ async def handle(request: Request, exc: Exception) -> Response:
     status, type_, title, detail, members = problem_of(exc)
     headers = {"Retry-After": str(members.pop("retry_after"))} if "retry_after" in members else None
     return problem_response(status, type_, title, detail, headers, **members)
+
+
+async def routing(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route, or method), as problems too."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return problem_response(
+            405, "method-not-allowed", "Method not allowed", exc.detail, dict(exc.headers or {})
+        )
+    if exc.status_code == 404:
+        return problem_response(404, "not-found", "Not found", "no such resource")
+    return problem_response(exc.status_code, "http", exc.detail, exc.detail)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:

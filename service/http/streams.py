@@ -25,6 +25,9 @@ from service.http.problems import Problem, problem_of
 from service.live import Closed
 
 KEEP_ALIVE_MS: Final = 15_000
+# How long one blocking read waits: well under the Redis client's socket timeout.
+WAIT_MS: Final = 5_000
+MAX_VERSION: Final = 2**53
 # How long a stream waits on a reply's live channel before it looks at the thread again: a
 # generation whose owner died is closed (`recover`) soon after its lease, not a keep-alive later.
 LIVE_POLL_MS: Final = 1_000
@@ -46,7 +49,7 @@ class Cursor(NamedTuple):
         if not text:
             return cls(0)
         version, _, entry = text.partition(":")
-        if not version.isdigit() or (entry and not _entry_id(entry)):
+        if not _digits(version) or int(version) > MAX_VERSION or (entry and not _entry_id(entry)):
             raise Problem(422, "validation", "The request is not valid", f"bad event id {text!r}")
         return cls(int(version), entry or None)
 
@@ -73,17 +76,22 @@ async def thread_frames(
     the version `last` names once it has seen the event that decides it, or for ever."""
     version = cursor.version
     until: int | None = None
-    if cursor.entry is not None:
+    if version > 0:  # resumed after a reply.started, or one of its deltas: its deltas first
         started = await svc.store.read(thread_id, after=version - 1, limit=1)
         if started and isinstance(started[0].event, ReplyStarted):
-            async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry):
+            async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry or "0-0"):
                 yield chunk
+    quiet = 0
     while True:
         recorded = await svc.store.read(thread_id, after=version, limit=100)
         if not recorded:
             if not await _wait(svc, thread_id, version):
-                yield KEEP_ALIVE
+                quiet += WAIT_MS
+                if quiet >= KEEP_ALIVE_MS:
+                    quiet = 0
+                    yield KEEP_ALIVE
             continue
+        quiet = 0
         for event in recorded:
             yield frame(str(event.version), tag_of(event.event), msgspec.to_builtins(event.event))
             version = event.version
@@ -120,9 +128,10 @@ async def _deltas(
     reply_id = started.event.message_id
     live = svc.engine.live
     index, position, resumed = 0, "0-0", after == "0-0"
-    quiet = 0
+    quiet, block = 0, None  # the first read does not wait: an old reply's channel is gone
     while True:
-        items = await live.read(thread_id, reply_id, after=position, block_ms=LIVE_POLL_MS)
+        items = await live.read(thread_id, reply_id, after=position, block_ms=block)
+        block = LIVE_POLL_MS
         if not items:
             state = await svc.engine.reader.state(thread_id)
             reply = state.messages.get(reply_id)
@@ -150,10 +159,14 @@ async def _wait(svc: Services, thread_id: str, version: int) -> bool:
     """Wait for an event after `version` (up to the keep-alive); whether one came."""
     key = svc.store.keys.stream(thread_id)
     with redis_errors():
-        reply = await svc.store.redis.xread({key: f"{version}-0"}, block=KEEP_ALIVE_MS, count=1)
+        reply = await svc.store.redis.xread({key: f"{version}-0"}, block=WAIT_MS, count=1)
     return bool(reply)
 
 
 def _entry_id(text: str) -> bool:
     head, _, tail = text.partition("-")
-    return head.isdigit() and tail.isdigit()
+    return _digits(head) and _digits(tail) and len(head) <= 20 and len(tail) <= 20
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
 from starlette.requests import Request
@@ -11,7 +11,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from events.errors import ThreadEndedError
 from events.records import RecordedEvent
-from events.schema import Id, ReplyCompleted, ReplyFailed, ReplyRedirected, ReplyWarned
+from events.schema import (
+    Id,
+    ReplyCompleted,
+    ReplyFailed,
+    ReplyRedirected,
+    ReplyWarned,
+    ThreadEnded,
+)
 from projections.branches import end_of
 from service.http.context import body_of, caller, services, thread_for
 from service.http.principals import Principal
@@ -31,6 +38,7 @@ REPLY_ENDS: Final = (ReplyCompleted, ReplyRedirected, ReplyWarned, ReplyFailed)
 
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 200
+MAX_VERSION: Final = 2**53  # a version past any real thread, and within every integer type
 
 Title = Annotated[str, msgspec.Meta(max_length=200)]
 Comment = Annotated[str, msgspec.Meta(max_length=4000)]
@@ -69,23 +77,59 @@ async def create_thread(request: Request) -> Response:
 
 
 async def list_threads(request: Request) -> Response:
-    """The caller's threads, newest first, from the thread-list view the projector keeps."""
+    """The caller's threads, newest first, from the thread-list view the projector keeps.
+
+    The cursor is where the last page stopped (its last thread's time and id), not a count: a
+    thread that changes while a client pages moves to the top and is not shown twice.
+    """
     principal = await caller(request)
     limit = _integer(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = _integer(request, "cursor", 0, 0, None)
+    after = _cursor(request.query_params.get("cursor"))
     svc = services(request)
     keys = svc.store.keys
     owner_key = keys.view_owner(svc.view, principal.tenant, principal.user)
-    listed = await svc.store.redis.zrevrange(owner_key, offset, offset + limit)
-    ids = [_str(i) for i in listed]
-    more = len(ids) > limit
+    top: float | str = after[0] if after is not None else "+inf"
+    page: list[tuple[str, float]] = []
+    skip = 0
+    while len(page) <= limit:
+        rows = cast(
+            list[tuple[bytes, float]],
+            await svc.store.redis.zrevrangebyscore(
+                owner_key, top, "-inf", start=skip, num=limit + 1, withscores=True
+            ),
+        )
+        skip += len(rows)
+        for member, score in rows:
+            thread_id = _str(member)
+            # Ties come in descending id order: those down to the cursor's were shown.
+            if after is not None and score == after[0] and thread_id >= after[1]:
+                continue
+            page.append((thread_id, float(score)))
+        if len(rows) < limit + 1:
+            break
+    more = len(page) > limit
+    page = page[:limit]
     data = []
-    for thread_id in ids[:limit]:
+    for thread_id, _score in page:
         fields = await svc.store.redis.hgetall(keys.view_thread(svc.view, thread_id))
         row = {_str(k): _str(v) for k, v in fields.items()}
         if row.get("tenant") == principal.tenant and row.get("owner") == principal.user:
             data.append(_listed(thread_id, row))
-    return _json({"data": data, "next_cursor": str(offset + limit) if more else None})
+    cursor = f"{page[-1][1]!r}:{page[-1][0]}" if more and page else None
+    return _json({"data": data, "next_cursor": cursor})
+
+
+def _cursor(text: str | None) -> tuple[float, str] | None:
+    if text is None:
+        return None
+    score, _, thread_id = text.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")) or not thread_id:
+        raise Problem(422, "validation", "The request is not valid", "cursor is not one we gave")
+    return value, thread_id
 
 
 async def get_thread(request: Request) -> Response:
@@ -157,7 +201,7 @@ async def cancel(request: Request) -> Response:
 async def thread_events(request: Request) -> Response:
     principal = await caller(request)
     state = await thread_for(request, principal)
-    after = _integer(request, "after", 0, 0, None)
+    after = _integer(request, "after", 0, 0, MAX_VERSION)
     limit = _integer(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     recorded = await services(request).store.read(state.thread_id, after=after, limit=limit)
     data = [{"version": r.version, **msgspec.to_builtins(r.event)} for r in recorded]
@@ -202,6 +246,8 @@ async def _turn_response(
         if isinstance(event, REPLY_ENDS) and event.message_id == turn.reply_id:
             batch = await svc.store.batch_of(turn.thread_id, event.event_id)
             return batch[1] if batch else recorded.version
+        if isinstance(event, ThreadEnded) and event.scope == "thread":
+            return recorded.version  # it closes the reply too, if still running
         return None
 
     frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), last=last)
@@ -241,7 +287,7 @@ def _integer(request: Request, name: str, default: int, low: int, high: int | No
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or int(text) < low or (high is not None and int(text) > high):
+    if not _digits(text) or int(text) < low or (high is not None and int(text) > high):
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
         raise Problem(422, "validation", "The request is not valid", f"{name} must be {bounds}")
     return int(text)
@@ -254,3 +300,8 @@ def _json(body: Any, status: int = 200, *, version: int | None = None) -> Respon
 
 def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _digits(text: str) -> bool:
+    """Plain ASCII digits: `str.isdigit` also takes "²", which `int` refuses."""
+    return text.isascii() and text.isdigit()

@@ -1,0 +1,468 @@
+"""More of the HTTP API, as a demanding client uses it: bad parameters, cursors, big bodies, the
+endless stream against real servers, and the guarantees of access that no other test pins.
+
+The ASGI tests run on fakeredis and a real Redis like test_http.py; the stream tests run
+`coda serve` processes (tests/coda_process.py) on the test Redis under the test's key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from events.keys import Keyspace
+from events.store import RedisEventStore
+from projections.policy import Policy
+from projections.projector import Projector
+from service.engine import EngineSettings
+from service.http.app import create_app
+from service.http.context import MAX_BODY, Services
+from service.http.principals import ApiKeys
+from service.model import ModelEvent, ModelRequest
+from service.scripted import ScriptedModel
+from tests.coda_process import Served, serve_coda
+from tests.service.engines import running
+from tests.service.test_http import TERMINABLE, Api, parse_sse
+
+pytestmark = pytest.mark.anyio
+
+PROBLEM = "application/problem+json"
+SSE = {"Accept": "text/event-stream"}
+BEYOND_64_BITS = "99999999999999999999"
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextlib.asynccontextmanager
+async def api_of(store: RedisEventStore, **engine: Any) -> AsyncIterator[Api]:
+    """The app over `store`, its engine built with `engine` (model, policy, settings)."""
+    keys = ApiKeys(store.redis, store.keys)
+    callers = {
+        "ann": await keys.create("acme", "ann", frozenset({"user"})),
+        "bob": await keys.create("acme", "bob", frozenset({"user"})),
+        "auditor": await keys.create("acme", "audit", frozenset({"auditor"})),
+        "eve": await keys.create("other", "ann", frozenset({"user", "auditor"})),
+    }
+    async with running(store, **engine) as built:
+        app = create_app(Services(store=store, engine=built, keys=keys))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://coda") as client,
+        ):
+            yield Api(client, callers, store)
+
+
+@pytest.fixture
+async def api(store: RedisEventStore) -> AsyncIterator[Api]:
+    async with api_of(store) as built:
+        yield built
+
+
+async def turn(api: Api, thread: str, content: str, parent: str | None = None) -> dict[str, Any]:
+    body = {"content": content} if parent is None else {"content": content, "parent_id": parent}
+    response = await api.call("POST", f"/v1/threads/{thread}/messages", body=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def versions_of(api: Api, thread: str, tag: str) -> list[int]:
+    events = (await api.call("GET", f"/v1/threads/{thread}/events?limit=200")).json()["data"]
+    return [e["version"] for e in events if e["type"] == tag]
+
+
+# --- parameters: a malformed or out-of-range one is 422 `validation`, never a 500 ------------
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [
+        pytest.param("/v1/threads?limit=%C2%B2", None, id="list-limit-superscript-two"),
+        pytest.param(f"/v1/threads?cursor={BEYOND_64_BITS}", None, id="list-cursor-beyond-64-bits"),
+        pytest.param("/v1/threads/{t}?at=%C2%B2", None, id="thread-at-superscript-two"),
+        pytest.param("/v1/threads/{t}/events?limit=%C2%B2", None, id="events-limit-superscript"),
+        pytest.param(
+            f"/v1/threads/{{t}}/events?after={BEYOND_64_BITS}", None, id="events-after-huge"
+        ),
+        pytest.param("/v1/threads/{t}/stream?after=%C2%B2", None, id="stream-after-superscript"),
+        pytest.param("/v1/threads/{t}/stream", BEYOND_64_BITS, id="last-event-id-beyond-64-bits"),
+        pytest.param(
+            "/v1/threads/{t}/stream?after={started}:%D9%A1-%D9%A1", None, id="entry-arabic-digits"
+        ),
+    ],
+)
+async def test_a_malformed_or_out_of_range_parameter_is_422_not_500(
+    api: Api, path: str, header: str | None
+) -> None:
+    thread = await api.thread()
+    await api.say(thread, "hello")
+    started = (await versions_of(api, thread, "reply.started"))[0]
+    headers = {} if header is None else {"Last-Event-ID": header.format(started=started)}
+    response = await api.call("GET", path.format(t=thread, started=started), headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"] == "validation"
+
+
+# --- the thread list's cursor -------------------------------------------------------------------
+
+
+async def test_paging_the_thread_list_never_shows_a_thread_twice(api: Api) -> None:
+    oldest = await api.thread(title="oldest")
+    await api.thread(title="middle")
+    await api.thread(title="newest")
+    await Projector(api.store).run_once()
+    first = (await api.call("GET", "/v1/threads?limit=1")).json()
+    # Given the first page, the oldest thread changes (feedback moves it to the top) ...
+    await api.call("POST", f"/v1/threads/{oldest}/feedback", body={"rating": "up"})
+    await Projector(api.store).run_once()
+    # ... when the client follows the cursor to the end,
+    seen = [t["id"] for t in first["data"]]
+    cursor = first["next_cursor"]
+    while cursor is not None:
+        page = (await api.call("GET", f"/v1/threads?limit=1&cursor={cursor}")).json()
+        seen += [t["id"] for t in page["data"]]
+        cursor = page["next_cursor"]
+    # then no thread came twice.
+    assert len(seen) == len(set(seen)), seen
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+
+async def test_an_oversize_body_is_refused_without_reading_all_of_it(api: Api) -> None:
+    thread = await api.thread()
+    chunk = b"x" * (1024 * 1024)
+    sent = 0
+
+    async def endless_body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(64):  # 64 MiB, a thousand times the limit
+            sent += len(chunk)
+            yield chunk
+
+    response = await api.client.post(
+        f"/v1/threads/{thread}/messages",
+        content=endless_body(),
+        headers={"Authorization": f"Bearer {api.keys['ann']}"},
+    )
+    assert response.status_code == 413
+    assert sent <= MAX_BODY + len(chunk), f"the server read {sent} bytes to refuse it"
+
+
+# --- problems ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/v1/thread", 404, id="no-such-path"),
+        pytest.param("GET", "/v1/threads/{t}/messages/x", 404, id="no-such-message-path"),
+        pytest.param("DELETE", "/v1/threads/{t}", 405, id="method-not-allowed"),
+    ],
+)
+async def test_a_routing_error_is_problem_json_too(
+    api: Api, method: str, path: str, status: int
+) -> None:
+    thread = await api.thread()
+    response = await api.call(method, path.format(t=thread))
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["status"] == status
+
+
+# --- access: what no other test pins -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["bob", "eve"])
+async def test_every_thread_endpoint_hides_another_users_or_tenants_thread(
+    api: Api, who: str
+) -> None:
+    """Pins: existence is not revealed on any endpoint (test_http covers three of them)."""
+    thread = await api.thread()
+    said = await turn(api, thread, "hello")
+    mine = said["message"]["id"]
+    for method, path, body in [
+        ("GET", f"/v1/threads/{thread}/stream", None),
+        ("POST", f"/v1/threads/{thread}/feedback", {"rating": "down"}),
+        ("POST", f"/v1/threads/{thread}/cancel", None),
+        ("POST", f"/v1/threads/{thread}/messages/{mine}/edit", {"content": "hi"}),
+        ("GET", f"/v1/threads/{thread}?at=1", None),
+        ("GET", f"/v1/threads/{thread}/stream?after=zzz", None),
+    ]:
+        response = await api.call(method, path, who, body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json() == {
+            "type": "not-found",
+            "title": "Not found",
+            "status": 404,
+            "detail": f"no thread {thread!r}",
+        }
+    missing = await api.call("GET", "/v1/threads/01nosuchthread", who)
+    assert missing.json()["detail"] == "no thread '01nosuchthread'"
+    assert (await api.store.version(thread))[0] == 5
+
+
+async def test_an_auditor_takes_no_action_of_any_kind(api: Api) -> None:
+    """Pins: an auditor reads (thread, events, stream) but every write is 403 and writes nothing."""
+    thread = await api.thread()
+    said = await turn(api, thread, "hello")
+    mine = said["message"]["id"]
+    for method, path, body in [
+        ("POST", "/v1/threads", {"title": "mine"}),
+        ("POST", f"/v1/threads/{thread}/feedback", {"rating": "down"}),
+        ("POST", f"/v1/threads/{thread}/cancel", None),
+        ("POST", f"/v1/threads/{thread}/messages/{mine}/edit", {"content": "hi"}),
+        ("POST", f"/v1/threads/{thread}/messages", {"content": "hi"}),
+    ]:
+        response = await api.call(method, path, "auditor", body)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json()["type"] == "forbidden"
+    assert (await api.store.version(thread))[0] == 5
+    events = await api.call("GET", f"/v1/threads/{thread}/events", "auditor")
+    assert events.status_code == 200
+
+
+# --- turns as event streams ---------------------------------------------------------------------
+
+
+async def test_an_edits_stream_begins_with_the_fork_and_ends_with_its_reply(api: Api) -> None:
+    """Pins: the stream of an edit (test_http streams only posts)."""
+    thread = await api.thread()
+    first = await turn(api, thread, "hello")
+    response = await api.call(
+        "POST",
+        f"/v1/threads/{thread}/messages/{first['message']['id']}/edit",
+        body={"content": "hello again"},
+        headers=SSE,
+    )
+    frames = parse_sse(response.text)
+    names = [name for _, name, _ in frames]
+    deltas = "".join(data["text"] for _, name, data in frames if name == "reply.delta")
+    assert response.status_code == 200
+    assert names[:4] == ["branch.forked", "message.posted", "message.classified", "reply.started"]
+    assert names[-1] == "reply.completed"
+    assert deltas == frames[-1][2]["content"]
+    assert [int(i) for i, name, _ in frames if name != "reply.delta"] == list(range(6, 11))
+
+
+async def test_a_streamed_turn_whose_reply_fails_ends_with_the_failure_and_its_text(
+    store: RedisEventStore,
+) -> None:
+    """Pins: a failing reply's stream ends, and its deltas add up to `partial_content`."""
+    async with api_of(store, model=ScriptedModel(fail_after=9)) as api:
+        thread = await api.thread()
+        response = await api.call(
+            "POST", f"/v1/threads/{thread}/messages", body={"content": "hello"}, headers=SSE
+        )
+    frames = parse_sse(response.text)
+    deltas = "".join(data["text"] for _, name, data in frames if name == "reply.delta")
+    assert frames[-1][1] == "reply.failed"
+    assert frames[-1][2]["reason"] == "error"
+    assert deltas == frames[-1][2]["partial_content"]
+    assert len(deltas.split()) == 9
+
+
+class GatedModel:
+    """The scripted model, which holds its reply to "slow" until `gate` is set."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.inner = ScriptedModel()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        if request.messages and request.messages[-1].content == "slow":
+            self.entered.set()
+            await self.gate.wait()
+        async for event in self.inner.stream(request):
+            yield event
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+async def test_a_streamed_turn_ends_when_a_thread_wide_end_closes_its_reply(
+    store: RedisEventStore,
+) -> None:
+    model = GatedModel()
+    policy = Policy(end_scope="thread")
+    settings = EngineSettings(shutdown_grace=0.5)
+    async with api_of(store, model=model, policy=policy, settings=settings) as api:
+        thread = await api.thread()
+        await turn(api, thread, "hello")
+        second = await turn(api, thread, "more")
+        other = await api.call(
+            "POST",
+            f"/v1/threads/{thread}/messages/{second['message']['id']}/edit",
+            body={"content": "something else"},
+        )
+        # Given a reply being generated on one branch, streamed to its poster ...
+        streamed = asyncio.create_task(
+            api.call(
+                "POST",
+                f"/v1/threads/{thread}/messages",
+                body={"content": "slow", "parent_id": second["reply"]["id"]},
+                headers=SSE,
+            )
+        )
+        await model.entered.wait()
+        # ... when the ladder ends the whole thread on another branch,
+        tip = other.json()["reply"]["id"]
+        for _ in range(4):
+            tip = (await turn(api, thread, TERMINABLE, parent=tip))["reply"]["id"]
+        shown = (await api.call("GET", f"/v1/threads/{thread}")).json()
+        assert shown["status"] == "ended"
+        model.gate.set()
+        # then the streamed turn's reply is closed, and its stream ends.
+        try:
+            response = await asyncio.wait_for(streamed, timeout=10)
+        except TimeoutError:
+            pytest.fail("the stream of a turn whose reply the thread's end closed never ended")
+    names = [name for _, name, _ in parse_sse(response.text)]
+    assert names[-1] == "thread.ended"
+
+
+# --- the endless stream, against real servers -----------------------------------------------------
+
+Frame = tuple[str, str, Any]
+SLOW = {"CODA_SCRIPTED_DELAY": "0.2", "CODA_LEASE_SECONDS": "1"}  # 10 deltas: about 2 s
+
+
+@pytest.fixture
+def shared(redis_url: str, keys: Keyspace) -> dict[str, str]:
+    """Settings that put servers on the test Redis, under this test's prefix."""
+    return {"REDIS_URL": redis_url, "CODA_KEY_PREFIX": keys.prefix}
+
+
+def lines_of(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    """("frame", id event data) and (":", comment) items of an event stream as they arrive."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            yield ":", line
+        elif not line:
+            if "event" in fields:
+                yield "frame", json.dumps([fields.get("id", ""), fields["event"], fields["data"]])
+            fields = {}
+        else:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+def frames_until(
+    served: Served, thread: str, names: set[str], count: int = 1, **headers: str
+) -> list[Frame]:
+    """Frames of the thread's stream until the `count`th named in `names` arrives."""
+    got: list[Frame] = []
+    with httpx.stream(
+        "GET",
+        f"{served.url}/v1/threads/{thread}/stream",
+        headers={"Authorization": f"Bearer {served.key()}", **headers},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        for kind, item in lines_of(response):
+            if kind != "frame":
+                continue
+            frame_id, name, data = json.loads(item)
+            got.append((frame_id, name, json.loads(data)))
+            if name in names:
+                count -= 1
+                if count == 0:
+                    return got
+    raise AssertionError(f"the stream ended before any of {names}: {got}")
+
+
+def new_thread(served: Served) -> str:
+    auth = {"Authorization": f"Bearer {served.key()}"}
+    return str(httpx.post(f"{served.url}/v1/threads", json={}, headers=auth).json()["id"])
+
+
+def say(served: Served, thread: str, content: str) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {served.key()}"}
+    response = httpx.post(
+        f"{served.url}/v1/threads/{thread}/messages",
+        json={"content": content},
+        headers=auth,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.mark.timeout(90)
+def test_an_idle_stream_stays_open_with_keep_alive_comments(
+    tmp_path: Path, shared: dict[str, str]
+) -> None:
+    with serve_coda(tmp_path / "a", shared) as served:
+        thread = new_thread(served)
+        got: list[tuple[str, str]] = []
+        with httpx.stream(
+            "GET",
+            f"{served.url}/v1/threads/{thread}/stream",
+            headers={"Authorization": f"Bearer {served.key()}"},
+            timeout=40,
+        ) as response:
+            for item in lines_of(response):
+                got.append(item)
+                if item[0] == ":":  # the first keep-alive: the stream is alive after 15 s
+                    break
+    assert got[-1] == (":", ": keep-alive"), got
+    assert all("error" not in item for kind, item in got if kind == "frame"), got
+
+
+@pytest.mark.timeout(90)
+def test_a_stream_resumed_after_a_reply_started_frame_sends_that_replys_deltas(
+    tmp_path: Path, shared: dict[str, str]
+) -> None:
+    with serve_coda(tmp_path / "a", {**shared, **SLOW}) as served:
+        thread = new_thread(served)
+        say(served, thread, "hello there")
+        whole = frames_until(served, thread, {"reply.completed"})
+        started = next(i for i, f in enumerate(whole) if f[1] == "reply.started")
+        # The client got the reply.started frame, and lost the connection before a delta.
+        resumed = frames_until(
+            served, thread, {"reply.completed"}, **{"Last-Event-ID": whole[started][0]}
+        )
+    assert [f[1] for f in whole[started + 1 :]].count("reply.delta") > 1
+    assert resumed == whole[started + 1 :]
+
+
+@pytest.mark.timeout(120)
+def test_replaying_replies_whose_live_channels_expired_does_not_wait_on_each(
+    tmp_path: Path, shared: dict[str, str], keys: Keyspace, redis_url: str
+) -> None:
+
+    turns = 6
+    with serve_coda(tmp_path / "a", shared) as served:
+        thread = new_thread(served)
+        for i in range(turns):
+            say(served, thread, f"question {i}")
+        # Given replies whose live channels have expired (an hour after they ended) ...
+        with redis.Redis.from_url(redis_url) as client:
+            expired = list(client.scan_iter(match=f"{keys.prefix}:*:live:{thread}:*"))
+            assert len(expired) == turns
+            client.delete(*expired)
+        # ... when a client replays the thread from its beginning,
+        began = time.monotonic()
+        frames = frames_until(served, thread, {"reply.completed"}, count=turns)
+        took = time.monotonic() - began
+    # then the history comes at once: the final events carry the text, nothing is waited for.
+    assert [name for _, name, _ in frames].count("reply.delta") == 0
+    assert took < 2.0, f"{turns} replies took {took:.1f} s to replay"
