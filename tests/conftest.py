@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+import redis
 
 from events.connect import client_for
 from events.embedded import EmbeddedRedis, find_redis_server
@@ -91,3 +92,16 @@ async def delete_prefix(client: Redis, prefix: str) -> None:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def served_env(redis_url: str, keys: Keyspace) -> Iterator[dict[str, str]]:
+    """Settings that put `coda serve` processes on the test Redis, under this test's prefix,
+    which is deleted afterwards."""
+    yield {"REDIS_URL": redis_url, "CODA_KEY_PREFIX": keys.prefix}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()

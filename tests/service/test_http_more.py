@@ -345,9 +345,9 @@ SLOW = {"CODA_SCRIPTED_DELAY": "0.2", "CODA_LEASE_SECONDS": "1"}  # 10 deltas: a
 
 
 @pytest.fixture
-def shared(redis_url: str, keys: Keyspace) -> dict[str, str]:
+def shared(served_env: dict[str, str]) -> dict[str, str]:
     """Settings that put servers on the test Redis, under this test's prefix."""
-    return {"REDIS_URL": redis_url, "CODA_KEY_PREFIX": keys.prefix}
+    return served_env
 
 
 def lines_of(response: httpx.Response) -> Iterator[tuple[str, str]]:

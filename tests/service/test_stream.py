@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from events.keys import Keyspace
 from tests.coda_process import Served, serve_coda
 
 Frame = tuple[str, str, Any]  # id, event, data
@@ -22,9 +21,9 @@ SLOW = {"CODA_SCRIPTED_DELAY": "0.2", "CODA_LEASE_SECONDS": "1"}  # 10 deltas: a
 
 
 @pytest.fixture
-def shared(redis_url: str, keys: Keyspace) -> dict[str, str]:
+def shared(served_env: dict[str, str]) -> dict[str, str]:
     """Settings that put several servers on the test Redis, under this test's prefix."""
-    return {"REDIS_URL": redis_url, "CODA_KEY_PREFIX": keys.prefix, **SLOW}
+    return {**served_env, **SLOW}
 
 
 def frames(response: httpx.Response) -> Iterator[Frame]:
