@@ -70,13 +70,14 @@ async def thread_frames(
     thread_id: str,
     cursor: Cursor,
     *,
+    resumed: bool = True,
     last: Callable[[RecordedEvent], Awaitable[int | None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The thread's frames after `cursor`, waiting for more (with keep-alive comments); until
     the version `last` names once it has seen the event that decides it, or for ever."""
     version = cursor.version
     until: int | None = None
-    if version > 0:  # resumed after a reply.started, or one of its deltas: its deltas first
+    if resumed and version > 0:  # after a reply.started, or one of its deltas: its deltas first
         started = await svc.store.read(thread_id, after=version - 1, limit=1)
         if started and isinstance(started[0].event, ReplyStarted):
             async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry or "0-0"):

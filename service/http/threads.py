@@ -250,7 +250,8 @@ async def _turn_response(
             return recorded.version  # it closes the reply too, if still running
         return None
 
-    frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), last=last)
+    # The turn's own frames, from its first event: not a resumption of what came before it.
+    frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last)
     return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
 
 

@@ -338,6 +338,46 @@ async def test_a_streamed_turn_ends_when_a_thread_wide_end_closes_its_reply(
     assert names[-1] == "thread.ended"
 
 
+@pytest.mark.timeout(60)
+async def test_a_streamed_turn_is_not_held_up_by_a_reply_running_on_another_branch(
+    store: RedisEventStore,
+) -> None:
+    model = GatedModel()
+    async with api_of(store, model=model, settings=EngineSettings(shutdown_grace=0.5)) as api:
+        thread = await api.thread()
+        await turn(api, thread, "hello")
+        second = await turn(api, thread, "more")
+        other = await api.call(
+            "POST",
+            f"/v1/threads/{thread}/messages/{second['message']['id']}/edit",
+            body={"content": "something else"},
+        )
+        # Given a reply still being generated on one branch (its reply.started is the last event)
+        running = asyncio.create_task(turn(api, thread, "slow", parent=second["reply"]["id"]))
+        await model.entered.wait()
+        # when a turn on another branch is streamed to its poster,
+        try:
+            response = await asyncio.wait_for(
+                api.call(
+                    "POST",
+                    f"/v1/threads/{thread}/messages",
+                    body={"content": "hello there", "parent_id": other.json()["reply"]["id"]},
+                    headers=SSE,
+                ),
+                timeout=10,
+            )
+        except TimeoutError:
+            pytest.fail("the streamed turn waited for the other branch's reply")
+        finally:
+            model.gate.set()
+            await running
+    # then its stream is its own turn, from its message to its reply.
+    frames = parse_sse(response.text)
+    names = [name for _, name, _ in frames]
+    assert names[:3] == ["message.posted", "message.classified", "reply.started"]
+    assert names[-1] == "reply.completed"
+
+
 # --- the endless stream, against real servers -----------------------------------------------------
 
 Frame = tuple[str, str, Any]
