@@ -17,6 +17,7 @@ from typing import Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,6 +29,7 @@ from service.config import Settings, build_classifier, build_model
 from service.engine import Engine, EngineSettings
 from service.http import problems, threads
 from service.http.context import Services, services
+from service.http.metrics import Metrics, RequestCounter
 from service.http.principals import ApiKeys
 
 log = logging.getLogger("coda.http")
@@ -78,6 +80,7 @@ def create_app(given: Services | None = None, *, projector: bool | None = None) 
     handlers[problems.Problem] = problems.handle
     handlers[HTTPException] = problems.routing
     handlers[Exception] = problems.unexpected
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,7 +92,14 @@ def create_app(given: Services | None = None, *, projector: bool | None = None) 
             app.state.services = built
             yield
 
-    return Starlette(routes=ROUTES, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(
+        routes=[*ROUTES, Route("/metrics", metrics.endpoint, methods=["GET"])],
+        exception_handlers=handlers,
+        middleware=[Middleware(RequestCounter, metrics=metrics)],
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    return app
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from projections.projector import DEFAULT_VIEW
 from projections.state import ThreadState
 from service.engine import Engine
 from service.errors import ThreadNotFoundError
+from service.http.metrics import Metrics
 from service.http.principals import ApiKeys, Principal
 from service.http.problems import Problem
 
@@ -33,6 +34,10 @@ class Services(msgspec.Struct, kw_only=True):
 
 def services(request: Request) -> Services:
     return cast(Services, request.app.state.services)
+
+
+def metrics(request: Request) -> Metrics:
+    return cast(Metrics, request.app.state.metrics)
 
 
 async def caller(request: Request) -> Principal:
@@ -54,7 +59,8 @@ async def thread_for(request: Request, principal: Principal, *, write: bool = Fa
     Anything else is a 404, as if the thread did not exist: existence is not revealed.
     """
     thread_id = request.path_params["thread_id"]
-    state = await services(request).engine.reader.state(thread_id)
+    with metrics(request).timed():
+        state = await services(request).engine.reader.state(thread_id)
     started = state.started
     if started is None or started.tenant != principal.tenant:
         raise ThreadNotFoundError(thread_id)

@@ -21,6 +21,7 @@ from events.errors import redis_errors
 from events.records import RecordedEvent
 from events.schema import ReplyStarted, tag_of
 from service.http.context import Services
+from service.http.metrics import Metrics
 from service.http.problems import Problem, problem_of
 from service.live import Closed
 
@@ -99,15 +100,17 @@ async def thread_frames(
             if isinstance(event.event, ReplyStarted):
                 async for chunk in _deltas(svc, thread_id, event, after="0-0"):
                     yield chunk
-            if until is None and last is not None:
-                until = await last(event)
+            if last is not None:  # told of every event, it may count them too
+                decided = await last(event)
+                until = decided if until is None else until
             if until is not None and version >= until:
                 return
 
 
-async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def guarded(frames: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterator[bytes]:
     """The frames, and, if something fails once the stream has started, an `error` frame with
-    the problem object instead of a broken connection."""
+    the problem object instead of a broken connection. Counted as an open stream meanwhile."""
+    metrics.stream_clients.inc()
     try:
         async for chunk in frames:
             yield chunk
@@ -119,6 +122,8 @@ async def guarded(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             status, type_, title, detail, members = 500, "internal", "Internal error", "", {}
         body = {"type": type_, "title": title, "status": status, "detail": detail, **members}
         yield b"event: error\ndata: %s\n\n" % _json.encode(body)
+    finally:
+        metrics.stream_clients.dec()
 
 
 async def _deltas(

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from events.errors import ThreadEndedError
 from events.records import RecordedEvent
 from events.schema import (
+    EndRejected,
     Id,
     ReplyCompleted,
     ReplyFailed,
@@ -20,7 +21,8 @@ from events.schema import (
     ThreadEnded,
 )
 from projections.branches import end_of
-from service.http.context import body_of, caller, services, thread_for
+from service.http.context import body_of, caller, metrics, services, thread_for
+from service.http.metrics import Metrics
 from service.http.principals import Principal
 from service.http.problems import Problem
 from service.http.representations import (
@@ -221,8 +223,15 @@ async def stream_thread(request: Request) -> Response:
     principal = await caller(request)
     state = await thread_for(request, principal)
     cursor = Cursor.parse(request.headers.get("last-event-id") or request.query_params.get("after"))
+    if cursor.version > state.version:
+        raise Problem(
+            422,
+            "validation",
+            "The request is not valid",
+            f"event id {cursor.version} is past the thread's last ({state.version})",
+        )
     frames = thread_frames(services(request), state.thread_id, cursor)
-    return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
+    return StreamingResponse(guarded(frames, metrics(request)), media_type=SSE, headers=SSE_HEADERS)
 
 
 async def _turn_response(
@@ -234,15 +243,23 @@ async def _turn_response(
         turn = await taking
     except ThreadEndedError as exc:
         raise await _ended(request, thread_id, exc) from exc
+    counted = metrics(request)
+    directive = turn.decision.directive if turn.decision is not None else "replayed"
+    counted.turns.labels(directive).inc()
+    if not turn.replayed:
+        counted.tiers.labels(turn.classification.tier).inc()
     if SSE not in request.headers.get("accept", ""):
         return await _finished_turn(request, turn)
     svc = services(request)
     state = await svc.engine.reader.state(turn.thread_id)
     message = state.messages[turn.message_id]
     first = message.version - (1 if turn.edited_from else 0)  # a fork comes just before
+    mine = (turn.reply_id, turn.message_id)
 
     async def last(recorded: RecordedEvent) -> int | None:
         event = recorded.event
+        if isinstance(event, ThreadEnded | EndRejected) and event.leaf_id in mine:
+            _count_end(counted, event)
         if isinstance(event, REPLY_ENDS) and event.message_id == turn.reply_id:
             batch = await svc.store.batch_of(turn.thread_id, event.event_id)
             return batch[1] if batch else recorded.version
@@ -252,12 +269,18 @@ async def _turn_response(
 
     # The turn's own frames, from its first event: not a resumption of what came before it.
     frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last)
-    return StreamingResponse(guarded(frames), media_type=SSE, headers=SSE_HEADERS)
+    return StreamingResponse(guarded(frames, counted), media_type=SSE, headers=SSE_HEADERS)
 
 
 async def _finished_turn(request: Request, turn: Turn) -> Response:
     engine = services(request).engine
     outcome = await engine.outcome(turn)
+    if not turn.replayed:
+        counted = metrics(request)
+        if outcome.ended is not None:
+            counted.ends.labels(outcome.ended.actor).inc()
+        for rejection in outcome.rejections:
+            counted.rejections.labels(rejection.actor).inc()
     state = await engine.reader.state(turn.thread_id)
     return _json(turn_json(state, turn.classification, outcome), version=state.version)
 
@@ -270,6 +293,13 @@ async def _ended(request: Request, thread_id: str, exc: ThreadEndedError) -> Pro
     return Problem(
         409, "thread-ended", "The conversation has ended", str(exc), ended=ended_json(end)
     )
+
+
+def _count_end(counted: Metrics, event: ThreadEnded | EndRejected) -> None:
+    if isinstance(event, ThreadEnded):
+        counted.ends.labels(event.actor).inc()
+    else:
+        counted.rejections.labels(event.actor).inc()
 
 
 def _listed(thread_id: str, row: dict[str, str]) -> dict[str, Any]:

@@ -313,3 +313,22 @@ async def test_a_stream_refused_before_it_starts_is_problem_json(api: Api) -> No
     )
     assert response.status_code == 409
     assert response.json()["type"] == "thread-ended"
+
+
+async def test_metrics_count_requests_turns_tiers_ends_and_streams(api: Api) -> None:
+    thread = await api.thread()
+    for _ in range(3):
+        await api.say(thread, TERMINABLE)
+    await stream_turn(api, thread, TERMINABLE)
+    await api.say(thread, "hello?")  # 409: ended
+    text = (await api.call("GET", "/metrics", who="")).text
+    lines = set(text.splitlines())
+    assert 'coda_turns_total{directive="redirect"} 2.0' in lines
+    assert 'coda_turns_total{directive="warn"} 1.0' in lines
+    assert 'coda_turns_total{directive="end"} 1.0' in lines
+    assert 'coda_classifications_total{tier="terminable"} 4.0' in lines
+    assert 'coda_ends_total{actor="model"} 1.0' in lines
+    assert "coda_stream_clients 0.0" in lines
+    route = "/v1/threads/{thread_id}/messages"
+    assert f'coda_http_requests_total{{method="POST",route="{route}",status="409"}} 1.0' in lines
+    assert any(line.startswith("coda_redis_seconds_count ") for line in lines)
