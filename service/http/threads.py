@@ -61,6 +61,10 @@ class Edit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     message_id: Id | None = None  # the new message's id, for a retry
 
 
+class NoBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
 class NewFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     rating: Literal["up", "down"]
     message_id: Id | None = None
@@ -196,6 +200,7 @@ async def give_feedback(request: Request) -> Response:
 async def cancel(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
+    await body_of(request, NoBody)  # it takes none: a field sent is a mistake worth saying
     reply_id = await services(request).engine.cancel(state.thread_id)
     return _json({"reply_id": reply_id, "status": "cancelling"}, 202)
 

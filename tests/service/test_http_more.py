@@ -167,6 +167,16 @@ async def test_an_oversize_body_is_refused_without_reading_all_of_it(api: Api) -
     assert sent <= MAX_BODY + len(chunk), f"the server read {sent} bytes to refuse it"
 
 
+async def test_a_cancel_with_a_body_it_does_not_take_is_422(api: Api) -> None:
+    thread = await api.thread()
+    response = await api.call(
+        "POST", f"/v1/threads/{thread}/cancel", body={"reply_id": "01the-reply-i-meant"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["type"] == "validation"
+    assert "reply_id" in response.json()["detail"]
+
+
 # --- problems ----------------------------------------------------------------------------------
 
 
@@ -511,3 +521,105 @@ def test_replaying_replies_whose_live_channels_expired_does_not_wait_on_each(
     # then the history comes at once: the final events carry the text, nothing is waited for.
     assert [name for _, name, _ in frames].count("reply.delta") == 0
     assert took < 2.0, f"{turns} replies took {took:.1f} s to replay"
+
+
+def redis_clients(redis_url: str) -> int:
+    with redis.Redis.from_url(redis_url) as client:
+        return len(client.client_list())
+
+
+@pytest.mark.timeout(120)
+def test_streams_that_clients_leave_leave_no_connection_behind(
+    tmp_path: Path, shared: dict[str, str], redis_url: str
+) -> None:
+    """Pins: clients that leave while their streams block on Redis leave neither a stream nor a
+    Redis connection behind (the pool keeps some, and reuses them), and the connections they
+    leave in the pool answer the next commands correctly (no reply of a cut-off XREAD is read
+    by the next command). Nothing else opens and drops streams by the dozen."""
+    streams = 10
+    with serve_coda(tmp_path / "a", shared) as served:
+        thread = new_thread(served)
+        url = f"{served.url}/v1/threads/{thread}/stream"
+        auth = {"Authorization": f"Bearer {served.key()}"}
+
+        def leave_streams(content: str) -> int:
+            """Open streams, wait until each blocks on Redis past a turn, leave them all."""
+            with contextlib.ExitStack() as open_streams:
+                followed = []
+                for _ in range(streams):
+                    response = open_streams.enter_context(
+                        httpx.stream("GET", url, headers=auth, timeout=30)
+                    )
+                    followed.append(response.iter_lines())
+                say(served, thread, content)
+                for lines in followed:
+                    while "reply.completed" not in next(lines):
+                        pass
+                return redis_clients(redis_url)
+
+        blocked = leave_streams("first")
+        settled = [redis_clients(redis_url)]
+        for i in range(3):
+            leave_streams(f"again {i}")
+            settled.append(redis_clients(redis_url))
+        shown = [
+            httpx.get(f"{served.url}/v1/threads/{thread}", headers=auth).json()["id"]
+            for _ in range(2 * streams)
+        ]
+    assert blocked >= settled[0], "the streams were not waiting on Redis"
+    assert settled[-1] <= settled[0] + 2, f"connections grew: {settled}"
+    assert shown == [thread] * 2 * streams
+
+
+@pytest.mark.timeout(30)
+async def test_a_last_event_id_past_the_threads_last_event_is_422(api: Api) -> None:
+    thread = await api.thread()
+    await api.say(thread, "hello")
+    version = (await api.store.version(thread))[0]
+    try:  # a stream that takes the cursor waits for ever for versions that may never come
+        response = await asyncio.wait_for(
+            api.call(
+                "GET",
+                f"/v1/threads/{thread}/stream",
+                headers={"Last-Event-ID": str(version + 1000)},
+            ),
+            timeout=10,
+        )
+    except TimeoutError:
+        pytest.fail("a cursor past the thread's last event was taken: the stream waits on it")
+    assert response.status_code == 422
+    assert response.json()["type"] == "validation"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="each waiting stream holds a Redis connection of the pool: the per-process hub that "
+    "reads for all of a process's streams is the next step",
+)
+@pytest.mark.timeout(120)
+def test_a_hundred_and_twenty_open_streams_do_not_take_the_api_down(
+    tmp_path: Path, shared: dict[str, str]
+) -> None:
+    streams = 120  # a user's browser tabs, or one script: all it takes is one valid key
+    with serve_coda(tmp_path / "a", shared) as served:
+        thread = new_thread(served)
+        url = f"{served.url}/v1/threads/{thread}/stream"
+        auth = {"Authorization": f"Bearer {served.key()}"}
+        refused: list[tuple[int, str]] = []
+        followed = []  # kept: a line iterator that is collected closes its connection
+        with contextlib.ExitStack() as open_streams:
+            for i in range(streams):
+                response = open_streams.enter_context(
+                    httpx.stream("GET", url, headers=auth, timeout=30)
+                )
+                if response.status_code != 200:
+                    refused.append((i, response.read().decode()))
+                    continue
+                followed.append(response.iter_lines())
+                while "thread.started" not in next(followed[-1]):
+                    pass  # then this stream waits on Redis for the thread's next event
+            # Given many streams open on one process, when anyone else calls,
+            other = httpx.get(f"{served.url}/v1/threads/{thread}", headers=auth, timeout=30)
+    # then the call is answered as usual, not `unavailable`.
+    assert refused == [], f"{len(refused)} streams refused, the first: {refused[:1]}"
+    assert other.status_code == 200, other.text
