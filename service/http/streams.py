@@ -133,16 +133,22 @@ async def _deltas(
     assert isinstance(started.event, ReplyStarted)
     reply_id = started.event.message_id
     live = svc.engine.live
-    index, position, resumed = 0, "0-0", after == "0-0"
+    index, position, cursor = 0, "0-0", _order(after)
     quiet, block = 0, None  # the first read does not wait: an old reply's channel is gone
+    closing = False
     while True:
         items = await live.read(thread_id, reply_id, after=position, block_ms=block)
         block = LIVE_POLL_MS
         if not items:
+            if closing:
+                return  # recorded, and nothing more on its channel: the event has the text
             state = await svc.engine.reader.state(thread_id)
             reply = state.messages.get(reply_id)
             if reply is None or reply.kind != "pending":
-                return  # closed, and its channel gone: the reply's event has the text
+                # Recorded: its owner writes the last piece and the close just after, so
+                # look once more, without waiting, before leaving it to the reply's event.
+                closing, block = True, None
+                continue
             await svc.engine.recover(thread_id)
             quiet += LIVE_POLL_MS
             if quiet >= KEEP_ALIVE_MS:
@@ -154,10 +160,9 @@ async def _deltas(
             position = item.entry_id
             if isinstance(item, Closed):
                 return
-            if resumed:
+            if _order(item.entry_id) > cursor:  # by order: the cursor's entry may be gone
                 data = {"message_id": reply_id, "index": index, "text": item.text}
                 yield frame(f"{started.version}:{item.entry_id}", "reply.delta", data)
-            resumed = resumed or item.entry_id == after
             index += 1
 
 
@@ -176,3 +181,8 @@ def _entry_id(text: str) -> bool:
 
 def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    head, _, tail = entry_id.partition("-")
+    return int(head), int(tail or 0)

@@ -9,7 +9,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from events.errors import ThreadEndedError
+from events.errors import ThreadEndedError, redis_errors
 from events.records import RecordedEvent
 from events.schema import (
     EndRejected,
@@ -98,12 +98,13 @@ async def list_threads(request: Request) -> Response:
     page: list[tuple[str, float]] = []
     skip = 0
     while len(page) <= limit:
-        rows = cast(
-            list[tuple[bytes, float]],
-            await svc.store.redis.zrevrangebyscore(
-                owner_key, top, "-inf", start=skip, num=limit + 1, withscores=True
-            ),
-        )
+        with redis_errors():
+            rows = cast(
+                list[tuple[bytes, float]],
+                await svc.store.redis.zrevrangebyscore(
+                    owner_key, top, "-inf", start=skip, num=limit + 1, withscores=True
+                ),
+            )
         skip += len(rows)
         for member, score in rows:
             thread_id = _str(member)
@@ -117,7 +118,8 @@ async def list_threads(request: Request) -> Response:
     page = page[:limit]
     data = []
     for thread_id, _score in page:
-        fields = await svc.store.redis.hgetall(keys.view_thread(svc.view, thread_id))
+        with redis_errors():
+            fields = await svc.store.redis.hgetall(keys.view_thread(svc.view, thread_id))
         row = {_str(k): _str(v) for k, v in fields.items()}
         if row.get("tenant") == principal.tenant and row.get("owner") == principal.user:
             data.append(_listed(thread_id, row))
@@ -263,7 +265,11 @@ async def _turn_response(
 
     async def last(recorded: RecordedEvent) -> int | None:
         event = recorded.event
-        if isinstance(event, ThreadEnded | EndRejected) and event.leaf_id in mine:
+        if (
+            not turn.replayed
+            and isinstance(event, ThreadEnded | EndRejected)
+            and event.leaf_id in mine
+        ):
             _count_end(counted, event)
         if isinstance(event, REPLY_ENDS) and event.message_id == turn.reply_id:
             batch = await svc.store.batch_of(turn.thread_id, event.event_id)
