@@ -13,7 +13,7 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from events.errors import (
@@ -62,6 +62,8 @@ TABLE: Final[dict[type[Exception], tuple[int, str, str]]] = {
     ),
     NoGenerationError: (409, "no-generation", "No reply is being generated"),
     StoreUnavailableError: (503, "unavailable", "The service is unavailable"),
+    # Nobody reads this answer; it keeps a client that left mid-body out of the error log.
+    ClientDisconnect: (400, "client-disconnected", "The client went away"),
 }
 
 

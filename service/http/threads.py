@@ -255,7 +255,7 @@ async def _turn_response(
     counted.turns.labels(directive).inc()
     if not turn.replayed:
         counted.tiers.labels(turn.classification.tier).inc()
-    if SSE not in request.headers.get("accept", ""):
+    if not _accepts_events(request.headers.get("accept", "")):
         return await _finished_turn(request, turn)
     svc = services(request)
     state = await svc.engine.reader.state(turn.thread_id)
@@ -304,6 +304,20 @@ async def _ended(request: Request, thread_id: str, exc: ThreadEndedError) -> Pro
     return Problem(
         409, "thread-ended", "The conversation has ended", str(exc), ended=ended_json(end)
     )
+
+
+def _accepts_events(accept: str) -> bool:
+    """Whether an Accept header asks for an event stream (with a quality above 0)."""
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media.lower() != SSE:
+            continue
+        q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
+        try:
+            return float(q) > 0
+        except ValueError:
+            return False
+    return False
 
 
 def _count_end(counted: Metrics, event: ThreadEnded | EndRejected) -> None:

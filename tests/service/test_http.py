@@ -332,3 +332,26 @@ async def test_metrics_count_requests_turns_tiers_ends_and_streams(api: Api) -> 
     route = "/v1/threads/{thread_id}/messages"
     assert f'coda_http_requests_total{{method="POST",route="{route}",status="409"}} 1.0' in lines
     assert any(line.startswith("coda_redis_seconds_count ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("accept", "streams"),
+    [
+        pytest.param("text/event-stream", True, id="plain"),
+        pytest.param("application/json, text/event-stream;q=0.5", True, id="listed"),
+        pytest.param("text/event-stream;q=0", False, id="refused"),
+        pytest.param("application/json", False, id="json"),
+        pytest.param("text/event-streams", False, id="look-alike"),
+    ],
+)
+async def test_a_turn_streams_only_when_an_event_stream_is_accepted(
+    api: Api, accept: str, streams: bool
+) -> None:
+    thread = await api.thread()
+    response = await api.call(
+        "POST",
+        f"/v1/threads/{thread}/messages",
+        body={"content": "hello"},
+        headers={"Accept": accept},
+    )
+    assert response.headers["content-type"].startswith("text/event-stream") == streams
