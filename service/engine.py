@@ -13,7 +13,6 @@ whether the ladder, the model or the user asks for it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from typing import Final
@@ -27,7 +26,6 @@ from events.schema import (
     EndRejected,
     FeedbackGiven,
     Rating,
-    ReplyFailed,
     ReplyStarted,
     ThreadStarted,
     new_id,
@@ -46,11 +44,12 @@ from service.errors import (
     ThreadNotFoundError,
     TurnInProgressError,
 )
-from service.generation import Job, Outcome, Runner, outcome_of
-from service.ladder import Decision, decide
+from service.generation import Runner
+from service.ladder import decide
 from service.leases import Leases
 from service.live import Closed, LiveChannel
-from service.model import Model, ModelRequest
+from service.model import Model
+from service.replies import Job, Outcome, outcome_of
 from service.turns import (
     Turn,
     context_for,
@@ -60,8 +59,6 @@ from service.turns import (
     replayed_turn,
     running_below,
 )
-
-log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 50
 MAX_CONTENT: Final = 32_000
@@ -105,7 +102,6 @@ class Engine:
             renew_every=self.settings.lease_seconds / 3,
             timeout=self.settings.generation_timeout,
         )
-        self._tasks: dict[str, asyncio.Task[Outcome]] = {}
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -176,7 +172,7 @@ class Engine:
 
     async def outcome(self, turn: Turn) -> Outcome:
         """Wait for the turn's generation to be recorded (wherever it runs) and say how it ended."""
-        task = self._tasks.get(turn.reply_id)
+        task = self.runner.tasks.get(turn.reply_id)
         if task is not None:
             try:
                 return await asyncio.shield(task)
@@ -187,12 +183,11 @@ class Engine:
                 raise EngineError(
                     f"reply {turn.reply_id!r}: the engine stopped before it was recorded"
                 ) from None
-        job = _job_of(turn)
         while True:
             state = await self.reader.state(turn.thread_id)
             reply = state.messages.get(turn.reply_id)
             if reply is None or reply.kind != "pending":
-                return outcome_of(state, job)
+                return outcome_of(state, turn.message_id, turn.reply_id)
             closed = False
             async for item in self.live.follow(turn.thread_id, turn.reply_id):
                 closed = isinstance(item, Closed)
@@ -250,55 +245,14 @@ class Engine:
     async def recover(self, thread_id: str) -> list[str]:
         """Close the generations of the thread whose owner is gone (`reply.failed`, reason
         `owner_lost`). Safe to call from any number of processes: each closes once."""
-        closed: list[str] = []
-        for _ in range(MAX_ATTEMPTS):
-            state = await self._state(thread_id)
-            lost = [
-                m
-                for m in state.messages.values()
-                if m.kind == "pending"
-                and m.id not in self._tasks
-                and not await self.leases.alive(thread_id, m.id, m.lease_expires_at)
-            ]
-            if not lost:
-                return closed
-            message = lost[0]
-            partial = await self._partial(thread_id, message.id)
-            event = ReplyFailed(
-                thread_id=thread_id,
-                actor="system",
-                actor_id=self.leases.owner,
-                message_id=message.id,
-                parent_id=message.parent_id or "",
-                reason="owner_lost",
-                partial_content=partial,
-                detail="the generation's lease expired",
-            )
-            try:
-                await self.store.append(thread_id, [event], state.version)
-            except (ConcurrencyError, InvalidBatchError, ThreadEndedError):
-                continue  # someone else wrote first; the next read tells
-            await self.live.close(thread_id, message.id, "failed")
-            closed.append(message.id)
-        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+        await self._state(thread_id)
+        return await self.runner.recover(thread_id)
 
     async def aclose(self) -> None:
         """Let running generations finish (up to the grace period), then stop the rest and
         record them as failed (reason `error`, "shut down"). One that cannot even be recorded
         (Redis is gone) is cancelled: its lease lapses and `recover` closes it later."""
-        tasks = dict(self._tasks)
-        if not tasks:
-            return
-        grace = self.settings.shutdown_grace
-        _done, pending = await asyncio.wait(tasks.values(), timeout=grace)
-        for reply_id, task in tasks.items():
-            if task in pending:
-                self.runner.cancel(reply_id, ("error", "the server shut down"))
-        if pending:
-            _done, pending = await asyncio.wait(pending, timeout=max(grace, 1.0))
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await self.runner.stop_all(self.settings.shutdown_grace)
 
     # --- a turn ------------------------------------------------------------------------------
 
@@ -445,7 +399,7 @@ class Engine:
         """`TurnInProgressError` if one of `generations` still runs; True if some had lost
         their owner and were closed (the caller looks again), False if there were none."""
         for reply in generations:
-            if reply.id in self._tasks or await self.leases.alive(
+            if reply.id in self.runner.tasks or await self.leases.alive(
                 state.thread_id, reply.id, reply.lease_expires_at
             ):
                 raise TurnInProgressError(state.thread_id, reply.id)
@@ -458,37 +412,11 @@ class Engine:
         """Append a turn's first batch at `state`'s version, and start its generation."""
         result = await self.store.append(job.thread_id, batch, state.version)
         self.reader.advance(state, batch, result)
-        self._start(job)
+        self.runner.start(job)
         return result
-
-    def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self.runner.run(job), name=f"reply {job.reply_id}")
-        self._tasks[job.reply_id] = task
-
-        def forget(done: asyncio.Task[Outcome]) -> None:
-            self._tasks.pop(job.reply_id, None)
-            if not done.cancelled() and done.exception() is not None:
-                log.error("generation %s failed", job.reply_id, exc_info=done.exception())
-
-        task.add_done_callback(forget)
 
     async def _state(self, thread_id: str) -> ThreadState:
         state = await self.reader.state(thread_id)
         if state.started is None:
             raise ThreadNotFoundError(thread_id)
         return state
-
-    async def _partial(self, thread_id: str, reply_id: str) -> str:
-        items = await self.live.read(thread_id, reply_id)
-        return "".join(item.text for item in items if not isinstance(item, Closed))
-
-
-def _job_of(turn: Turn) -> Job:
-    return Job(
-        thread_id=turn.thread_id,
-        message_id=turn.message_id,
-        reply_id=turn.reply_id,
-        decision=turn.decision or Decision(directive="answer", reason="a turn taken before"),
-        request=ModelRequest(directive="answer", messages=()),
-        model="",
-    )

@@ -2,18 +2,16 @@
 
 The runner streams the model's deltas to the live channel (coalesced: whatever came while the
 previous write was in flight goes in the next), renews the lease, and watches for a cancel.
-Then it appends the reply as one event, and with it, in the same append, the end of the
-branch when the directive is an end, or `end.rejected` when the model asked to end and the
-policy refuses. Nothing is written below a farewell: the end closes the branch at the reply.
+Then it appends the events `service.replies` makes of it: the reply, and in the same append the
+end or the refused end. Nothing is written below a farewell: the end closes the branch there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Final, Literal, TypeAlias, TypedDict
+from typing import Final
 
 import msgspec
 
@@ -24,91 +22,25 @@ from events.errors import (
     ThreadEndedError,
     redis_errors,
 )
-from events.schema import (
-    AnyEvent,
-    EndRejected,
-    ReplyCompleted,
-    ReplyFailed,
-    ReplyKind,
-    ReplyRedirected,
-    ReplyWarned,
-    ThreadEnded,
-)
+from events.schema import ReplyFailed
 from events.store import RedisEventStore
-from projections.branches import path
-from projections.policy import Policy, may_end
 from projections.reader import ThreadReader
-from projections.state import End, Message, Rejection, ThreadState
 from service.errors import EngineError
-from service.ladder import Decision
 from service.leases import Leases
-from service.live import LiveChannel
+from service.live import Closed, LiveChannel
 from service.model import (
-    END_TOOL,
     Finished,
     Model,
     ModelError,
     ModelEvent,
-    ModelRequest,
     TextDelta,
     ToolCall,
 )
+from service.replies import Job, Outcome, Reason, closing_events, outcome_of
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 50
-Status: TypeAlias = Literal["completed", "redirected", "warned", "failed", "ended", "lost"]
-Reason: TypeAlias = Literal["error", "cancelled", "timeout"]  # why this process stopped one
-
-_KINDS: Final[dict[str, ReplyKind]] = {
-    "answer": "answer",
-    "crisis_support": "crisis_support",
-    "confirm_end": "end_confirmation",
-    "end": "farewell",
-    "end_by_user": "farewell",
-}
-
-
-class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """A generation to run: where its reply goes, what it must do, and who asked."""
-
-    thread_id: str
-    message_id: str
-    reply_id: str
-    decision: Decision
-    request: ModelRequest
-    model: str
-    user_id: str | None = None
-
-
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """How a turn ended: the reply as recorded, the end it brought, and refused end requests."""
-
-    thread_id: str
-    message_id: str
-    reply_id: str
-    reply: Message | None
-    ended: End | None
-    rejections: tuple[Rejection, ...]
-
-    @property
-    def status(self) -> Status:
-        if self.ended is not None:
-            return "ended"
-        if self.reply is None or self.reply.kind == "pending":
-            return "lost"
-        kind = self.reply.kind
-        if kind == "redirect":
-            return "redirected"
-        if kind == "warning":
-            return "warned"
-        return "failed" if kind == "failed" else "completed"
-
-
-class _ReplyIds(TypedDict):
-    thread_id: str
-    message_id: str
-    parent_id: str
 
 
 class _Result(msgspec.Struct, kw_only=True):
@@ -138,8 +70,75 @@ class Runner:
         self.model = model
         self.renew_every = renew_every
         self.timeout = timeout
+        self.tasks: dict[str, asyncio.Task[Outcome]] = {}  # generations running in this process
         self._generating: dict[str, asyncio.Task[Outcome]] = {}
         self._stopping: dict[str, tuple[Reason, str]] = {}
+
+    def start(self, job: Job) -> None:
+        """Run `job` in a task of its own, kept until it is done."""
+        task = asyncio.create_task(self.run(job), name=f"reply {job.reply_id}")
+        self.tasks[job.reply_id] = task
+
+        def forget(done: asyncio.Task[Outcome]) -> None:
+            self.tasks.pop(job.reply_id, None)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("generation %s failed", job.reply_id, exc_info=done.exception())
+
+        task.add_done_callback(forget)
+
+    async def recover(self, thread_id: str) -> list[str]:
+        """Close the thread's generations whose owner is gone: see `Engine.recover`."""
+        closed: list[str] = []
+        for _ in range(MAX_ATTEMPTS):
+            state = await self.reader.state(thread_id)
+            lost = [
+                m
+                for m in state.messages.values()
+                if m.kind == "pending"
+                and m.id not in self.tasks
+                and not await self.leases.alive(thread_id, m.id, m.lease_expires_at)
+            ]
+            if not lost:
+                return closed
+            message = lost[0]
+            partial = await self._partial(thread_id, message.id)
+            event = ReplyFailed(
+                thread_id=thread_id,
+                actor="system",
+                actor_id=self.leases.owner,
+                message_id=message.id,
+                parent_id=message.parent_id or "",
+                reason="owner_lost",
+                partial_content=partial,
+                detail="the generation's lease expired",
+            )
+            try:
+                await self.store.append(thread_id, [event], state.version)
+            except (ConcurrencyError, InvalidBatchError, ThreadEndedError):
+                continue  # someone else wrote first; the next read tells
+            await self.live.close(thread_id, message.id, "failed")
+            closed.append(message.id)
+        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+
+    async def stop_all(self, grace: float) -> None:
+        """Let this process's generations finish for `grace` seconds, then stop the rest,
+        recorded as failed; cancel what cannot even be recorded."""
+        tasks = dict(self.tasks)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks.values(), timeout=grace)
+        for reply_id, task in tasks.items():
+            if task in pending:
+                self.cancel(reply_id, ("error", "the server shut down"))
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=max(grace, 1.0))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _partial(self, thread_id: str, reply_id: str) -> str:
+        items = await self.live.read(thread_id, reply_id)
+        return "".join(item.text for item in items if not isinstance(item, Closed))
 
     async def run(self, job: Job) -> Outcome:
         # Most generations end before their first lease does: only a longer one renews it,
@@ -274,7 +273,9 @@ class Runner:
                 if cached is not None:
                     cached = None  # perhaps only behind: look at the stored thread
                     continue
-                return outcome_of(state, job), False  # closed meanwhile: ended, or lost
+                return outcome_of(
+                    state, job.message_id, job.reply_id
+                ), False  # closed meanwhile: ended, or lost
             cached = None
             events = closing_events(
                 job, state, result.text, result.calls, result.finish, result.failure
@@ -284,120 +285,6 @@ class Runner:
             except (ConcurrencyError, ThreadEndedError, InvalidBatchError):
                 continue  # the next read shows what changed, or what closed the generation
             after = self.reader.advance(state, events, appended)
-            return outcome_of(after or await self.reader.state(job.thread_id), job), True
+            state = after or await self.reader.state(job.thread_id)
+            return outcome_of(state, job.message_id, job.reply_id), True
         raise EngineError(f"thread {job.thread_id!r}: could not record reply {job.reply_id!r}")
-
-
-def closing_events(
-    job: Job,
-    state: ThreadState,
-    text: str,
-    calls: list[ToolCall],
-    finish: Finished,
-    failure: tuple[Reason, str] | None,
-) -> list[AnyEvent]:
-    """The events that end the generation: the reply, then an end or a refused end."""
-    if failure is not None:
-        reason, detail = failure
-        failed: list[AnyEvent] = [
-            ReplyFailed(
-                **_ids(job), actor="model", reason=reason, partial_content=text, detail=detail
-            )
-        ]
-        if any(call.name == END_TOOL for call in calls):  # every refusal to end is recorded
-            failed.append(
-                EndRejected(
-                    thread_id=job.thread_id,
-                    actor="model",
-                    leaf_id=job.reply_id,
-                    reason=f"the reply asking to end failed ({reason})",
-                    category=job.decision.category,
-                )
-            )
-        return failed
-    decision = job.decision
-    events: list[AnyEvent] = [_reply(job, decision, text, finish)]
-    assert state.started is not None
-    policy = Policy.from_ref(state.started.policy)
-    asked = [call for call in calls if call.name == END_TOOL]
-    if decision.directive not in ("end", "end_by_user") and not asked:
-        return events
-    if decision.directive == "end_by_user":
-        actor: Literal["user", "model", "policy"] = "user"
-    else:
-        actor = "model" if asked else "policy"
-    verdict = may_end(path(state, job.message_id), policy, actor)
-    if not verdict.allowed:
-        events.append(
-            EndRejected(
-                thread_id=job.thread_id,
-                actor=actor,
-                actor_id=job.user_id if actor == "user" else None,
-                leaf_id=job.reply_id,
-                reason=verdict.reason,
-                category=decision.category,
-            )
-        )
-        return events
-    stated = asked[0].arguments.get("reason") if asked else None
-    events.append(
-        ThreadEnded(
-            thread_id=job.thread_id,
-            actor=actor,
-            actor_id=job.user_id if actor == "user" else None,
-            leaf_id=job.reply_id,
-            scope=policy.end_scope,
-            reason=stated if isinstance(stated, str) and stated else verdict.reason,
-            policy_version=policy.version,
-            category=decision.category,
-            evidence=decision.evidence,
-        )
-    )
-    return events
-
-
-def outcome_of(state: ThreadState, job: Job) -> Outcome:
-    end = state.ends.get(job.reply_id)
-    if end is None and state.thread_end is not None and state.thread_end.leaf_id == job.reply_id:
-        end = state.thread_end
-    return Outcome(
-        thread_id=job.thread_id,
-        message_id=job.message_id,
-        reply_id=job.reply_id,
-        reply=state.messages.get(job.reply_id),
-        ended=end,
-        rejections=tuple(
-            r for r in state.rejections if r.leaf_id in (job.reply_id, job.message_id)
-        ),
-    )
-
-
-def _ids(job: Job) -> _ReplyIds:
-    return {"thread_id": job.thread_id, "message_id": job.reply_id, "parent_id": job.message_id}
-
-
-def _reply(job: Job, decision: Decision, text: str, finish: Finished) -> AnyEvent:
-    match decision.directive:
-        case "redirect":
-            return ReplyRedirected(
-                **_ids(job),
-                actor="model",
-                content=text,
-                attempt=decision.attempt,
-                category=decision.category or "",
-            )
-        case "warn":
-            return ReplyWarned(
-                **_ids(job), actor="model", content=text, category=decision.category or ""
-            )
-        case _:
-            return ReplyCompleted(
-                **_ids(job),
-                actor="model",
-                content=text,
-                kind=_KINDS[decision.directive],
-                content_sha256=hashlib.sha256(text.encode()).hexdigest(),
-                finish_reason=finish.finish_reason,
-                model=job.model,
-                usage=finish.usage,
-            )

@@ -7,7 +7,7 @@ from typing import Any, Final
 from projections.branches import active_tip, end_of, path, status
 from projections.state import End, Message, ThreadState
 from service.classifier import Classification
-from service.generation import Outcome
+from service.replies import Outcome
 
 ALLOWED_AFTER_END: Final = ("new_thread", "edit", "feedback")
 

@@ -12,9 +12,9 @@ from projections.policy import Policy
 from projections.state import ThreadState
 from service.classifier import NO_CONTEXT, Classification, Classifier, Context, GuardedClassifier
 from service.engine import Engine, EngineSettings
-from service.generation import Outcome
 from service.live import Delta
 from service.model import Finished, Model, ModelError, ModelEvent, ModelRequest
+from service.replies import Outcome
 from service.rules import RuleClassifier
 from service.scripted import ScriptedModel
 from service.turns import Turn

@@ -38,9 +38,9 @@ from service.errors import (
     ThreadNotFoundError,
     TurnInProgressError,
 )
-from service.generation import Outcome
 from service.live import Closed, Delta, LiveItem
 from service.model import ChatMessage, ModelRequest
+from service.replies import Outcome
 from service.scripted import ScriptedModel, reply_text
 from service.turns import Turn
 from tests.service.engines import (
