@@ -120,6 +120,11 @@ class Keyspace:
         tag: keys are looked up one at a time, from any slot)."""
         return f"{self.prefix}:apikey:{digest}"
 
+    def wake(self, tag: str, token: str) -> str:
+        """A stream: wakes the blocked read of process `token` on hash tag `tag` ("" on a
+        single Redis), when a new waiter needs a key that read does not cover (expires)."""
+        return f"{self.prefix}:{{{tag}}}:hub:{token}" if tag else f"{self.prefix}:hub:{token}"
+
     @property
     def config(self) -> str:
         """A hash holding deployment settings fixed for its life (the partition count)."""

@@ -20,6 +20,7 @@ from typing import Final
 import msgspec
 
 from events.errors import ConcurrencyError, InvalidBatchError, ThreadEndedError
+from events.hub import StreamHub
 from events.records import AppendResult
 from events.schema import (
     AnyEvent,
@@ -89,7 +90,8 @@ class Engine:
         self.reader = reader or ThreadReader(store)
         self.settings = settings or EngineSettings()
         owner = self.settings.owner or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-12:]}"
-        self.live = LiveChannel(store.redis, store.keys)
+        self.hub = StreamHub(store.redis, store.keys)
+        self.live = LiveChannel(store.redis, store.keys, hub=self.hub)
         self.leases = Leases(
             store.redis, store.keys, owner=owner, seconds=self.settings.lease_seconds
         )
@@ -253,6 +255,7 @@ class Engine:
         record them as failed (reason `error`, "shut down"). One that cannot even be recorded
         (Redis is gone) is cancelled: its lease lapses and `recover` closes it later."""
         await self.runner.stop_all(self.settings.shutdown_grace)
+        await self.hub.aclose()
 
     # --- a turn ------------------------------------------------------------------------------
 

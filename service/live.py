@@ -18,6 +18,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from events.errors import redis_errors
+from events.hub import StreamHub
 from events.keys import Keyspace
 from events.store import Pipeline, Redis
 
@@ -41,10 +42,18 @@ LiveItem: TypeAlias = Delta | Closed
 
 
 class LiveChannel:
-    def __init__(self, client: Redis, keys: Keyspace, *, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        keys: Keyspace,
+        *,
+        ttl: int = DEFAULT_TTL,
+        hub: StreamHub | None = None,
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.ttl = ttl
+        self.hub = hub or StreamHub(client, keys)  # blocking reads wait there, together
 
     async def publish(self, thread_id: str, reply_id: str, text: str) -> bool:
         """Add a piece of text; True if the generation was asked to stop meanwhile."""
@@ -79,8 +88,10 @@ class LiveChannel:
     ) -> list[LiveItem]:
         """The items after `after`, waiting up to `block_ms` for one if there are none yet."""
         key = self.keys.live(thread_id, reply_id)
+        if block_ms is not None:
+            return [_item(i, fields) for i, fields in await self.hub.read(key, after, block_ms)]
         with redis_errors():
-            reply: Any = await self.redis.xread({key: after}, block=block_ms)
+            reply: Any = await self.redis.xread({key: after})
         items: list[LiveItem] = []
         for _stream, entries in reply or ():
             for entry_id, fields in entries:

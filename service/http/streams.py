@@ -17,7 +17,6 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from events.errors import redis_errors
 from events.records import RecordedEvent
 from events.schema import ReplyStarted, tag_of
 from service.http.context import Services
@@ -169,9 +168,7 @@ async def _deltas(
 async def _wait(svc: Services, thread_id: str, version: int) -> bool:
     """Wait for an event after `version` (up to the keep-alive); whether one came."""
     key = svc.store.keys.stream(thread_id)
-    with redis_errors():
-        reply = await svc.store.redis.xread({key: f"{version}-0"}, block=WAIT_MS, count=1)
-    return bool(reply)
+    return bool(await svc.engine.hub.read(key, f"{version}-0", WAIT_MS))
 
 
 def _entry_id(text: str) -> bool:

@@ -591,11 +591,6 @@ async def test_a_last_event_id_past_the_threads_last_event_is_422(api: Api) -> N
     assert response.json()["type"] == "validation"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each waiting stream holds a Redis connection of the pool: the per-process hub that "
-    "reads for all of a process's streams is the next step",
-)
 @pytest.mark.timeout(120)
 def test_a_hundred_and_twenty_open_streams_do_not_take_the_api_down(
     tmp_path: Path, shared: dict[str, str]
