@@ -162,6 +162,9 @@ class ThreadEnded(Event, frozen=True, tag="thread.ended"):
     policy_version: str
     category: str | None = None
     evidence: tuple[int, ...] = ()
+    # The user ended it themselves, with an explicit confirmation (the API's end), rather than
+    # by answering the assistant's question.
+    direct: bool = False
 
 
 class FeedbackGiven(Event, frozen=True, tag="feedback.given"):

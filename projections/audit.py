@@ -111,7 +111,7 @@ def _events(entries: list[StoredEntry]) -> list[AnyEvent]:
 def _audited(events: list[AnyEvent], end: End, policy: Policy) -> AuditedEnd:
     before = fold(events[: end.version - 1])
     branch = path(before, end.leaf_id) if end.leaf_id in before.messages else ()
-    verdict = may_end(branch, policy, end.actor)  # type: ignore[arg-type]
+    verdict = may_end(branch, policy, end.actor, direct=end.direct)  # type: ignore[arg-type]
     return AuditedEnd(
         leaf_id=end.leaf_id,
         version=end.version,

@@ -11,7 +11,8 @@ user who may be at risk is never cut off), and either
   (`terminable`) turns, then a warning (if `warning_required`), then harmful turns after the
   warning up to the latest one: a user who has stopped is not ended; or
 - the user asked for it: the assistant asked them to confirm (a reply of kind
-  `end_confirmation`) and they answered on this path.
+  `end_confirmation`) and they answered on this path, or they ended it themselves with an
+  explicit confirmation (the API's end: `direct`).
 """
 
 from __future__ import annotations
@@ -65,20 +66,27 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def may_end(path: tuple[Message, ...], policy: Policy, actor: Actor) -> Verdict:
-    """Whether `actor` may end the branch that reads as `path` under `policy`."""
+def may_end(
+    path: tuple[Message, ...], policy: Policy, actor: Actor, *, direct: bool = False
+) -> Verdict:
+    """Whether `actor` may end the branch that reads as `path` under `policy`; `direct`: the
+    user asks themselves, with an explicit confirmation, outside the conversation."""
     if actor == "moderator":
         return Verdict(allowed=True, reason="a moderator may end any branch")
     if any(m.tier == "crisis" for m in path):
         return Verdict(allowed=False, reason="a message on this branch was flagged as a crisis")
     if actor == "user":
-        return _user_request(path)
+        return _user_request(path, direct)
     if actor in ("model", "policy"):
         return _ladder(path, policy)
     return Verdict(allowed=False, reason=f"{actor} may not end a conversation")
 
 
-def _user_request(path: tuple[Message, ...]) -> Verdict:
+def _user_request(path: tuple[Message, ...], direct: bool) -> Verdict:
+    if direct:
+        if not path:
+            return Verdict(allowed=False, reason="there is no message to end the branch at")
+        return Verdict(allowed=True, reason="the user ended the conversation and confirmed it")
     asked = [i for i, m in enumerate(path) if m.kind == "end_confirmation"]
     if not asked:
         return Verdict(allowed=False, reason="the user was not asked to confirm the end")

@@ -106,6 +106,7 @@ class End(msgspec.Struct, frozen=True, kw_only=True):
     policy_version: str
     evidence: tuple[int, ...]
     at: datetime
+    direct: bool = False  # the user's own end, confirmed outside the conversation
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):
@@ -313,6 +314,7 @@ class _Draft:
             policy_version=event.policy_version,
             evidence=event.evidence,
             at=event.occurred_at,
+            direct=event.direct,
         )
         if event.leaf_id not in self.ends:  # a leaf keeps its first end
             self.ends[event.leaf_id] = end

@@ -28,22 +28,25 @@ from events.schema import (
     FeedbackGiven,
     Rating,
     ReplyStarted,
+    ThreadEnded,
     ThreadStarted,
     new_id,
 )
 from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip, path
-from projections.policy import Policy
+from projections.policy import Policy, may_end
 from projections.reader import ThreadReader
-from projections.state import Message, ThreadState, fold
+from projections.state import End, Message, ThreadState, fold
 from service.classifier import Classification, Classifier
 from service.errors import (
+    EndRefusedError,
     EngineError,
     InvalidTurnError,
     NoGenerationError,
     ThreadExistsError,
     ThreadNotFoundError,
     TurnInProgressError,
+    VersionConflictError,
 )
 from service.generation import Runner
 from service.ladder import decide
@@ -149,12 +152,19 @@ class Engine:
         parent_id: str | None = None,
         message_id: str | None = None,
         user_id: str | None = None,
+        expected_version: int | None = None,
     ) -> Turn:
         """Continue the active branch (or the branch at `parent_id`; below a reply that already
         has an answer, that is an edit). A retry with the same `message_id` returns the turn
-        taken the first time."""
+        taken the first time. With `expected_version`, the thread must still be at it."""
         return await self._take_turn(
-            thread_id, content, message_id or new_id(), user_id, parent=parent_id, edit=None
+            thread_id,
+            content,
+            message_id or new_id(),
+            user_id,
+            parent=parent_id,
+            edit=None,
+            expected=expected_version,
         )
 
     async def edit_message(
@@ -165,11 +175,18 @@ class Engine:
         *,
         new_message_id: str | None = None,
         user_id: str | None = None,
+        expected_version: int | None = None,
     ) -> Turn:
         """A new sibling of user message `message_id`: a new branch, allowed beside an ended one
         unless the policy ends whole threads."""
         return await self._take_turn(
-            thread_id, content, new_message_id or new_id(), user_id, parent=None, edit=message_id
+            thread_id,
+            content,
+            new_message_id or new_id(),
+            user_id,
+            parent=None,
+            edit=message_id,
+            expected=expected_version,
         )
 
     async def outcome(self, turn: Turn) -> Outcome:
@@ -204,10 +221,11 @@ class Engine:
         message_id: str | None = None,
         comment: str = "",
         user_id: str | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """Record feedback (ended threads take it too); returns its version."""
         for _ in range(MAX_ATTEMPTS):
-            state = await self._state(thread_id)
+            state = await self._state(thread_id, expected_version)
             if message_id is not None and message_id not in state.messages:
                 raise UnknownMessageError(f"no message {message_id!r} in thread {thread_id!r}")
             event = FeedbackGiven(
@@ -220,14 +238,71 @@ class Engine:
             )
             try:
                 return (await self.store.append(thread_id, [event], state.version)).last_version
-            except ConcurrencyError:
-                continue
+            except ConcurrencyError as exc:
+                _conflict(exc, expected_version)
         raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
 
-    async def cancel(self, thread_id: str, reply_id: str | None = None) -> str:
+    async def end(
+        self,
+        thread_id: str,
+        *,
+        user_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> End:
+        """The user ends the active branch themselves, having confirmed it outside the
+        conversation: `thread.ended` (actor user, `direct`) if `may_end` allows it; otherwise
+        the refusal is recorded (`end.rejected`) and raised (`EndRefusedError`)."""
+        for _ in range(MAX_ATTEMPTS):
+            state = await self._state(thread_id, expected_version)
+            tip = active_tip(state)
+            if tip is None:
+                raise InvalidTurnError(f"thread {thread_id!r} has no message to end yet")
+            end = state.thread_end or state.ends.get(tip)
+            if end is not None:
+                raise ThreadEndedError(thread_id, end.version, end.leaf_id)
+            leaf = state.messages[tip]
+            if leaf.kind == "pending" and await self._running(state, [leaf]):
+                continue  # its owner was gone, and it is closed now: look again
+            assert state.started is not None
+            policy = Policy.from_ref(state.started.policy)
+            verdict = may_end(path(state, tip), policy, "user", direct=True)
+            event: ThreadEnded | EndRejected
+            if verdict.allowed:
+                event = ThreadEnded(
+                    thread_id=thread_id,
+                    actor="user",
+                    actor_id=user_id,
+                    leaf_id=tip,
+                    scope=policy.end_scope,
+                    reason=verdict.reason,
+                    policy_version=policy.version,
+                    direct=True,
+                )
+            else:
+                event = EndRejected(
+                    thread_id=thread_id,
+                    actor="user",
+                    actor_id=user_id,
+                    leaf_id=tip,
+                    reason=verdict.reason,
+                )
+            try:
+                result = await self.store.append(thread_id, [event], state.version)
+            except ConcurrencyError as exc:
+                _conflict(exc, expected_version)
+                continue
+            if isinstance(event, EndRejected):
+                raise EndRefusedError(thread_id, tip, verdict.reason)
+            after = self.reader.advance(state, [event], result) or fold([event], state)
+            return after.ends[tip]
+        raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
+
+    async def cancel(
+        self, thread_id: str, reply_id: str | None = None, *, expected_version: int | None = None
+    ) -> str:
         """Stop a running generation (by default the one on the active branch); it is recorded
         as `reply.failed` with reason `cancelled` and the text so far."""
-        state = await self._state(thread_id)
+        state = await self._state(thread_id, expected_version)
         if reply_id is None:
             tip = active_tip(state)
             reply_id = tip if tip is not None and state.messages[tip].kind == "pending" else None
@@ -268,13 +343,15 @@ class Engine:
         *,
         parent: str | None,
         edit: str | None,
+        expected: int | None,
     ) -> Turn:
         if not content.strip():
             raise InvalidTurnError("a message needs some text")
         if len(content) > MAX_CONTENT:
             raise InvalidTurnError(f"a message holds at most {MAX_CONTENT} characters")
         classification: Classification | None = None
-        cached = self.reader.cached(thread_id)
+        # A client that names the version it acted on is answered from the stored thread.
+        cached = self.reader.cached(thread_id) if expected is None else None
         for _ in range(MAX_ATTEMPTS):
             # Optimistic: the state this process holds, if any; a stale one fails the append's
             # version check, and the next attempt reads the stored thread.
@@ -284,6 +361,8 @@ class Engine:
             existing = state.messages.get(message_id)
             if existing is not None:
                 return replayed_turn(state, existing, content)
+            if expected is not None and state.version != expected:
+                raise VersionConflictError(thread_id, expected, state.version)
             try:
                 where = await self._place(state, parent=parent, edit=edit)
             except (TurnInProgressError, UnknownMessageError, InvalidTurnError):
@@ -340,7 +419,8 @@ class Engine:
                 # Shielded: a caller that goes away while the append is in flight must not
                 # leave a started reply that nobody generates.
                 result = await asyncio.shield(self._open(state, batch, job))
-            except ConcurrencyError:
+            except ConcurrencyError as exc:
+                _conflict(exc, expected)
                 continue
             except (ThreadEndedError, InvalidBatchError):
                 # The lock and the tree are checked before the version: a refusal of a batch
@@ -418,8 +498,16 @@ class Engine:
         self.runner.start(job)
         return result
 
-    async def _state(self, thread_id: str) -> ThreadState:
+    async def _state(self, thread_id: str, expected: int | None = None) -> ThreadState:
         state = await self.reader.state(thread_id)
         if state.started is None:
             raise ThreadNotFoundError(thread_id)
+        if expected is not None and state.version != expected:
+            raise VersionConflictError(thread_id, expected, state.version)
         return state
+
+
+def _conflict(exc: ConcurrencyError, expected: int | None) -> None:
+    """A lost race is retried, unless the client named the version it acted on."""
+    if expected is not None:
+        raise VersionConflictError(exc.thread_id, expected, exc.actual) from exc

@@ -50,3 +50,25 @@ class MessageConflictError(EngineError):
 
 class NoGenerationError(EngineError, LookupError):
     pass
+
+
+class VersionConflictError(EngineError):
+    """The client acted on a version of the thread (`If-Match`) that is no longer current."""
+
+    def __init__(self, thread_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"thread {thread_id!r}: you acted on version {expected}, it is at version {actual}"
+        )
+        self.thread_id = thread_id
+        self.expected = expected
+        self.actual = actual
+
+
+class EndRefusedError(EngineError):
+    """The user asked to end a branch the policy keeps open (recorded as `end.rejected`)."""
+
+    def __init__(self, thread_id: str, leaf_id: str, reason: str) -> None:
+        super().__init__(f"thread {thread_id!r}: the branch at {leaf_id!r} stays open: {reason}")
+        self.thread_id = thread_id
+        self.leaf_id = leaf_id
+        self.reason = reason

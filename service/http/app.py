@@ -27,7 +27,7 @@ from events.errors import EventStoreError
 from projections.projector import Projector
 from service.config import Settings, build_classifier, build_model
 from service.engine import Engine, EngineSettings
-from service.http import problems, threads
+from service.http import oversight, problems, threads
 from service.http.context import Services, services
 from service.http.metrics import Metrics, RequestCounter
 from service.http.principals import ApiKeys
@@ -65,8 +65,11 @@ ROUTES: Final = [
     ),
     Route("/v1/threads/{thread_id}/feedback", threads.give_feedback, methods=["POST"]),
     Route("/v1/threads/{thread_id}/cancel", threads.cancel, methods=["POST"]),
+    Route("/v1/threads/{thread_id}/end", threads.end_thread, methods=["POST"]),
     Route("/v1/threads/{thread_id}/events", threads.thread_events, methods=["GET"]),
     Route("/v1/threads/{thread_id}/stream", threads.stream_thread, methods=["GET"]),
+    Route("/v1/threads/{thread_id}/audit", oversight.thread_audit, methods=["GET"]),
+    Route("/v1/analytics/summary", oversight.analytics_summary, methods=["GET"]),
 ]
 
 

@@ -70,6 +70,21 @@ async def thread_for(request: Request, principal: Principal, *, write: bool = Fa
     return state
 
 
+def if_match(request: Request) -> int | None:
+    """The thread version the client acted on (`If-Match`: a version, bare or quoted), if any."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    text = header.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    if not (text.isascii() and text.isdigit()) or len(text) > 16:
+        raise Problem(
+            422, "validation", "The request is not valid", "If-Match must be a thread version"
+        )
+    return int(text)
+
+
 async def body_of(request: Request, kind: type[T]) -> T:
     """The JSON body as `kind`: 413 past `MAX_BODY` (read no further), 422 naming the field."""
     too_large = Problem(

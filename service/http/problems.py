@@ -30,6 +30,7 @@ from service.errors import (
     ThreadExistsError,
     ThreadNotFoundError,
     TurnInProgressError,
+    VersionConflictError,
 )
 
 MEDIA_TYPE: Final = "application/problem+json"
@@ -61,6 +62,7 @@ TABLE: Final[dict[type[Exception], tuple[int, str, str]]] = {
         "The id was used before for a different request",
     ),
     NoGenerationError: (409, "no-generation", "No reply is being generated"),
+    VersionConflictError: (412, "version-conflict", "The thread has changed"),
     StoreUnavailableError: (503, "unavailable", "The service is unavailable"),
     # Nobody reads this answer; it keeps a client that left mid-body out of the error log.
     ClientDisconnect: (400, "client-disconnected", "The client went away"),

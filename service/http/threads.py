@@ -21,7 +21,8 @@ from events.schema import (
     ThreadEnded,
 )
 from projections.branches import end_of
-from service.http.context import body_of, caller, metrics, services, thread_for
+from service.errors import EndRefusedError
+from service.http.context import body_of, caller, if_match, metrics, services, thread_for
 from service.http.metrics import Metrics
 from service.http.principals import Principal
 from service.http.problems import Problem
@@ -59,6 +60,10 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class Edit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     content: str
     message_id: Id | None = None  # the new message's id, for a retry
+
+
+class EndRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    confirm: bool  # ending is permanent: the client asked the user, and they said yes
 
 
 class NoBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -161,6 +166,7 @@ async def post_message(request: Request) -> Response:
         parent_id=body.parent_id,
         message_id=body.message_id,
         user_id=principal.user,
+        expected_version=if_match(request),
     )
     return await _turn_response(request, state.thread_id, turn)
 
@@ -175,6 +181,7 @@ async def edit_message(request: Request) -> Response:
         body.content,
         new_message_id=body.message_id,
         user_id=principal.user,
+        expected_version=if_match(request),
     )
     return await _turn_response(request, state.thread_id, turn)
 
@@ -189,6 +196,7 @@ async def give_feedback(request: Request) -> Response:
         message_id=body.message_id,
         comment=body.comment,
         user_id=principal.user,
+        expected_version=if_match(request),
     )
     feedback = {
         "rating": body.rating,
@@ -203,8 +211,38 @@ async def cancel(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
     await body_of(request, NoBody)  # it takes none: a field sent is a mistake worth saying
-    reply_id = await services(request).engine.cancel(state.thread_id)
+    reply_id = await services(request).engine.cancel(
+        state.thread_id, expected_version=if_match(request)
+    )
     return _json({"reply_id": reply_id, "status": "cancelling"}, 202)
+
+
+async def end_thread(request: Request) -> Response:
+    """The user ends the active branch themselves (`{"confirm": true}`): the thread as it reads
+    now, with `ended` set; or `end-refused` when the policy keeps it open (a crisis flag)."""
+    principal = await _user(request)
+    state = await thread_for(request, principal, write=True)
+    body = await body_of(request, EndRequest)
+    if not body.confirm:
+        raise Problem(
+            422, "validation", "The request is not valid", "confirm must be true: an end is final"
+        )
+    engine = services(request).engine
+    counted = metrics(request)
+    try:
+        end = await engine.end(
+            state.thread_id, user_id=principal.user, expected_version=if_match(request)
+        )
+    except ThreadEndedError as exc:
+        raise await _ended(request, state.thread_id, exc) from exc
+    except EndRefusedError as exc:
+        counted.rejections.labels("user").inc()
+        raise Problem(
+            409, "end-refused", "The conversation stays open", str(exc), reason=exc.reason
+        ) from exc
+    counted.ends.labels("user").inc()
+    after = await engine.reader.state(state.thread_id)
+    return _json(thread_with_messages(after, end.leaf_id), version=after.version)
 
 
 async def thread_events(request: Request) -> Response:

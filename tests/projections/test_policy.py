@@ -135,6 +135,17 @@ def test_a_user_who_was_not_asked_to_confirm_may_not_end_yet() -> None:
     assert may_end(asked, LADDER, "user").reason == "the user has not answered the confirmation"
 
 
+def test_a_user_who_ends_it_directly_may_end_unless_the_branch_had_a_crisis() -> None:
+    assert may_end(branch(said(1, "terminable", "none")), LADDER, "user", direct=True).allowed
+    assert not may_end((), LADDER, "user", direct=True).allowed
+    crisis = may_end(branch(said(1, "crisis", "none")), LADDER, "user", direct=True)
+    assert crisis == Verdict(
+        allowed=False, reason="a message on this branch was flagged as a crisis"
+    )
+    # Only the user's own end may be direct: the model's is judged by the ladder.
+    assert not may_end(branch(said(1, "benign", "none")), LADDER, "model", direct=True).allowed
+
+
 def test_a_moderator_may_end_any_branch() -> None:
     assert may_end(branch(said(1, "crisis", "none")), LADDER, "moderator").allowed
 
