@@ -120,6 +120,19 @@ class Keyspace:
         tag: keys are looked up one at a time, from any slot)."""
         return f"{self.prefix}:apikey:{digest}"
 
+    def idempotency(self, digest: str) -> str:
+        """A string: the request an Idempotency-Key was first used for, and its answer (expires;
+        `digest` hashes the caller and the key; no hash tag: any slot)."""
+        return f"{self.prefix}:idem:{digest}"
+
+    def turn_rate(self, key_id: str) -> str:
+        """A string: when the API key `key_id` (its SHA-256) may take its next turn (expires)."""
+        return f"{self.prefix}:limit:turns:{key_id}"
+
+    def open_streams(self, key_id: str) -> str:
+        """A sorted set: the event streams the API key `key_id` has open, by expiry."""
+        return f"{self.prefix}:limit:streams:{key_id}"
+
     def wake(self, tag: str, token: str) -> str:
         """A stream: wakes the blocked read of process `token` on hash tag `tag` ("" on a
         single Redis), when a new waiter needs a key that read does not cover (expires)."""

@@ -18,7 +18,8 @@
                                      classify each TEXT (or each line of stdin): a JSON line each
     coda serve [--host H] [--port P] [--workers N] [--no-projector]
                                      run the HTTP API (docs/api.md)
-    coda keys create --tenant T --user U [--role R]...
+    coda keys create --tenant T --user U [--role R]... [--turns-per-minute N] [--streams N]
+                     [--message-bytes N] [--body-bytes N]
                                      print a new API key alone on stdout (its hash is kept)
     coda keys revoke KEY             forget an API key
 
@@ -53,7 +54,8 @@ from projections.reader import ThreadReader
 from service import reports, serve
 from service.classifier import Classification
 from service.config import CLASSIFIERS, ConfigError, Settings, build_classifier
-from service.http.principals import ROLES, ApiKeyError
+from service.http.limits import LimitsError
+from service.http.principals import LIMIT_NAMES, ROLES, ApiKeyError
 
 _json = msgspec.json.Encoder()
 
@@ -70,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(result, int):  # `coda serve` runs its own loops
             return result
         return asyncio.run(result)
-    except (EventStoreError, CommandError, ConfigError, ApiKeyError) as exc:
+    except (EventStoreError, CommandError, ConfigError, ApiKeyError, LimitsError) as exc:
         print(f"coda: {exc}", file=sys.stderr)
         return 2
 
@@ -311,6 +313,14 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--role", action="append", choices=ROLES, help="repeat for more (default user)"
     )
+    for limit in LIMIT_NAMES:
+        cmd.add_argument(
+            f"--{limit.replace('_', '-')}",
+            dest=f"limit_{limit}",
+            type=_positive,
+            metavar="N",
+            help=f"this key's own {limit.replace('_', ' ')} (default: CODA_LIMIT_{limit.upper()})",
+        )
     cmd.set_defaults(run=serve.keys_create)
     cmd = keys.add_parser("revoke", help="forget a key (give it whole, or its SHA-256)")
     cmd.add_argument("key")

@@ -65,7 +65,7 @@ from service.turns import (
 )
 
 MAX_ATTEMPTS: Final = 50
-MAX_CONTENT: Final = 32_000
+MAX_CONTENT: Final = 256 * 1024  # characters: a guard; the API's per-key limit is lower
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,8 @@ import uvicorn
 
 from events.connect import RedisSettings, open_store
 from service.http.app import NO_PROJECTOR_ENV
-from service.http.principals import ApiKeys, Role
+from service.http.limits import Limits
+from service.http.principals import LIMIT_NAMES, ApiKeys, Role
 
 DEV_KEY_FILE: Final = "dev-key"
 DEV_ROLES: Final[frozenset[Role]] = frozenset({"user", "auditor"})
@@ -25,6 +26,7 @@ DEV_ROLES: Final[frozenset[Role]] = frozenset({"user", "auditor"})
 
 def serve(args: argparse.Namespace) -> int:
     """Make the development key if there is no key at all, then run uvicorn (blocking)."""
+    Limits.from_env()  # a limit set wrong is said now, in one line, not by every worker
     asyncio.run(_first_key())
     if args.no_projector:
         os.environ[NO_PROJECTOR_ENV] = "1"
@@ -52,8 +54,13 @@ async def _first_key() -> None:
 
 async def keys_create(args: argparse.Namespace) -> int:
     async with open_store(RedisSettings.from_env()) as store:
+        limits = {
+            name: getattr(args, f"limit_{name}")
+            for name in LIMIT_NAMES
+            if getattr(args, f"limit_{name}") is not None
+        }
         key = await ApiKeys(store.redis, store.keys).create(
-            args.tenant, args.user, frozenset(args.role or ["user"])
+            args.tenant, args.user, frozenset(args.role or ["user"]), limits
         )
     sys.stdout.write(key + "\n")
     return 0

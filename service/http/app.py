@@ -27,8 +27,10 @@ from events.errors import EventStoreError
 from projections.projector import Projector
 from service.config import Settings, build_classifier, build_model
 from service.engine import Engine, EngineSettings
-from service.http import oversight, problems, threads
+from service.http import openapi, oversight, problems, threads
 from service.http.context import Services, services
+from service.http.idempotency import idempotent
+from service.http.limits import Limits
 from service.http.metrics import Metrics, RequestCounter
 from service.http.principals import ApiKeys
 
@@ -54,18 +56,23 @@ async def readyz(request: Request) -> Response:
 ROUTES: Final = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/v1/threads", threads.create_thread, methods=["POST"]),
+    Route("/openapi.json", openapi.endpoint, methods=["GET"]),
+    Route("/v1/threads", idempotent(threads.create_thread, rerun=True), methods=["POST"]),
     Route("/v1/threads", threads.list_threads, methods=["GET"]),
     Route("/v1/threads/{thread_id}", threads.get_thread, methods=["GET"]),
-    Route("/v1/threads/{thread_id}/messages", threads.post_message, methods=["POST"]),
     Route(
-        "/v1/threads/{thread_id}/messages/{message_id}/edit",
-        threads.edit_message,
+        "/v1/threads/{thread_id}/messages",
+        idempotent(threads.post_message, rerun=True),
         methods=["POST"],
     ),
-    Route("/v1/threads/{thread_id}/feedback", threads.give_feedback, methods=["POST"]),
-    Route("/v1/threads/{thread_id}/cancel", threads.cancel, methods=["POST"]),
-    Route("/v1/threads/{thread_id}/end", threads.end_thread, methods=["POST"]),
+    Route(
+        "/v1/threads/{thread_id}/messages/{message_id}/edit",
+        idempotent(threads.edit_message, rerun=True),
+        methods=["POST"],
+    ),
+    Route("/v1/threads/{thread_id}/feedback", idempotent(threads.give_feedback), methods=["POST"]),
+    Route("/v1/threads/{thread_id}/cancel", idempotent(threads.cancel), methods=["POST"]),
+    Route("/v1/threads/{thread_id}/end", idempotent(threads.end_thread), methods=["POST"]),
     Route("/v1/threads/{thread_id}/events", threads.thread_events, methods=["GET"]),
     Route("/v1/threads/{thread_id}/stream", threads.stream_thread, methods=["GET"]),
     Route("/v1/threads/{thread_id}/audit", oversight.thread_audit, methods=["GET"]),
@@ -109,6 +116,7 @@ def create_app(given: Services | None = None, *, projector: bool | None = None) 
 async def running_services(*, projector: bool) -> AsyncIterator[Services]:
     """The store, the engine and (if asked) the projector, from the environment."""
     settings = Settings.from_env()
+    limits = Limits.from_env()
     async with open_store(RedisSettings.from_env()) as store:
         engine = Engine(
             store,
@@ -121,10 +129,14 @@ async def running_services(*, projector: bool) -> AsyncIterator[Services]:
         tasks = []
         if projector:
             tasks.append(asyncio.create_task(Projector(store).run(stop), name="projector"))
+        built = Services(
+            store=store, engine=engine, keys=ApiKeys(store.redis, store.keys), limits=limits
+        )
         try:
-            yield Services(store=store, engine=engine, keys=ApiKeys(store.redis, store.keys))
+            yield built
         finally:
             stop.set()
+            await built.counting.aclose()
             await engine.aclose()
             await asyncio.gather(*tasks, return_exceptions=True)
             await engine.model.aclose()

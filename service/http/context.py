@@ -16,11 +16,12 @@ from projections.projector import DEFAULT_VIEW
 from projections.state import ThreadState
 from service.engine import Engine
 from service.errors import ThreadNotFoundError
+from service.http.limits import Limiter, Limits
 from service.http.metrics import Metrics
 from service.http.principals import ApiKeys, Principal
 from service.http.problems import Problem
 
-MAX_BODY: Final = 64 * 1024  # bytes of a request body
+MAX_BODY: Final = Limits().body_bytes  # bytes of a request body, unless configured otherwise
 
 T = TypeVar("T")
 
@@ -30,6 +31,17 @@ class Services(msgspec.Struct, kw_only=True):
     engine: Engine
     keys: ApiKeys
     view: str = DEFAULT_VIEW
+    limits: Limits = Limits()  # every key's, unless it has its own
+    limiter: Limiter | None = None  # made from the store if not given
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = Limiter(self.store.redis, self.store.keys)
+
+    @property
+    def counting(self) -> Limiter:
+        assert self.limiter is not None
+        return self.limiter
 
 
 def services(request: Request) -> Services:
@@ -42,6 +54,9 @@ def metrics(request: Request) -> Metrics:
 
 async def caller(request: Request) -> Principal:
     """The principal of the request's bearer key; 401 without a valid one."""
+    known = getattr(request.state, "principal", None)
+    if known is not None:
+        return cast(Principal, known)
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -49,6 +64,7 @@ async def caller(request: Request) -> Principal:
     principal = await services(request).keys.principal(key.strip())
     if principal is None:
         raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
+    request.state.principal = principal
     return principal
 
 
@@ -85,17 +101,34 @@ def if_match(request: Request) -> int | None:
     return int(text)
 
 
+def limits_of(request: Request) -> Limits:
+    """The limits of the request's key: its own, over the defaults."""
+    principal = getattr(request.state, "principal", None)
+    defaults = services(request).limits
+    return defaults.over(principal.limits) if principal is not None else defaults
+
+
 async def body_of(request: Request, kind: type[T]) -> T:
-    """The JSON body as `kind`: 413 past `MAX_BODY` (read no further), 422 naming the field."""
+    """The JSON body as `kind`: 413 past the body limit (read no further), 422 naming the field."""
+    return msgspec.json.decode(await raw_body(request) or b"{}", type=kind)
+
+
+async def raw_body(request: Request) -> bytes:
+    """The body's bytes, read once (413 past the key's body limit, and no further)."""
+    known = getattr(request.state, "raw_body", None)
+    if known is not None:
+        return cast(bytes, known)
+    limit = limits_of(request).body_bytes
     too_large = Problem(
-        413, "too-large", "Request too large", f"a body holds at most {MAX_BODY} bytes"
+        413, "too-large", "Request too large", f"a body holds at most {limit} bytes"
     )
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
+        if len(raw) > limit:
             raise too_large
-    return msgspec.json.decode(bytes(raw) or b"{}", type=kind)
+    request.state.raw_body = body = bytes(raw)
+    return body

@@ -1,13 +1,15 @@
 """Who is calling: API keys, stored as their SHA-256 only, each naming a tenant, a user, roles.
 
 A key is shown once, when it is made (`coda keys create`); Redis holds `coda:apikey:<sha256>`
-→ tenant, user, roles, created_at. Revoking deletes the hash, so a revoked key is unknown.
+→ tenant, user, roles, created_at, and the key's own limits (`limit:<name>`) if it has any.
+Revoking deletes the hash, so a revoked key is unknown.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeAlias, get_args
 
@@ -16,10 +18,12 @@ import msgspec
 from events.errors import redis_errors
 from events.keys import Keyspace
 from events.store import Redis
+from service.http.limits import Limits
 
 Role: TypeAlias = Literal["user", "auditor", "admin"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 PREFIX: Final = "coda_"  # keys are recognisable in a leaked config file
+LIMIT_NAMES: Final = Limits.__struct_fields__
 _Name: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
 
 
@@ -27,6 +31,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str
     user: str
     roles: frozenset[Role]
+    key_id: str = ""  # the key's SHA-256, which its limits are counted under
+    limits: dict[str, int] = {}  # the key's own limits, over the defaults
 
     def can(self, *roles: Role) -> bool:
         return bool(self.roles.intersection(roles))
@@ -45,8 +51,15 @@ class ApiKeys:
         self.redis = client
         self.keys = keys
 
-    async def create(self, tenant: str, user: str, roles: frozenset[Role]) -> str:
-        """A new key for `user` of `tenant`; the key itself is returned once and stored nowhere."""
+    async def create(
+        self,
+        tenant: str,
+        user: str,
+        roles: frozenset[Role],
+        limits: Mapping[str, int] | None = None,
+    ) -> str:
+        """A new key for `user` of `tenant`, with its own `limits` (see `Limits`) if given; the
+        key itself is returned once and stored nowhere."""
         for name, value in (("tenant", tenant), ("user", user)):
             try:
                 msgspec.convert(value, type=_Name)
@@ -63,6 +76,10 @@ class ApiKeys:
             *("roles", ",".join(sorted(roles))),
             *("created_at", datetime.now(UTC).isoformat()),
         ]
+        for limit, amount in (limits or {}).items():
+            if limit not in LIMIT_NAMES or amount < 1:
+                raise ApiKeyError(f"a key's limits are some of {', '.join(LIMIT_NAMES)}, >= 1")
+            fields += [f"limit:{limit}", str(amount)]
         with redis_errors():
             await self.redis.hset(self.keys.api_key(digest(key)), items=fields)
         return key
@@ -88,7 +105,14 @@ class ApiKeys:
             return None
         text = {_text(k): _text(v) for k, v in fields.items()}
         roles = frozenset(r for r in ROLES if r in text.get("roles", "").split(","))
-        return Principal(tenant=text["tenant"], user=text["user"], roles=roles)
+        limits = {
+            name.removeprefix("limit:"): int(value)
+            for name, value in text.items()
+            if name.startswith("limit:") and value.isdigit()
+        }
+        return Principal(
+            tenant=text["tenant"], user=text["user"], roles=roles, key_id=digest(key), limits=limits
+        )
 
 
 def _text(value: bytes | str) -> str:

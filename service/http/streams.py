@@ -20,6 +20,7 @@ import msgspec
 from events.records import RecordedEvent
 from events.schema import ReplyStarted, tag_of
 from service.http.context import Services
+from service.http.limits import Limiter, Slot
 from service.http.metrics import Metrics
 from service.http.problems import Problem, problem_of
 from service.live import Closed
@@ -106,13 +107,17 @@ async def thread_frames(
                 return
 
 
-async def guarded(frames: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterator[bytes]:
+async def guarded(
+    frames: AsyncIterator[bytes], metrics: Metrics, limiter: Limiter, slot: Slot
+) -> AsyncIterator[bytes]:
     """The frames, and, if something fails once the stream has started, an `error` frame with
-    the problem object instead of a broken connection. Counted as an open stream meanwhile."""
+    the problem object instead of a broken connection. Counted as an open stream meanwhile,
+    holding one of its key's stream slots."""
     metrics.stream_clients.inc()
     try:
-        async for chunk in frames:
-            yield chunk
+        async with limiter.held(slot):
+            async for chunk in frames:
+                yield chunk
     except Exception as exc:  # the response has started: the error can only be a frame now
         try:
             status, type_, title, detail, members = problem_of(exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
@@ -22,7 +22,18 @@ from events.schema import (
 )
 from projections.branches import end_of
 from service.errors import EndRefusedError
-from service.http.context import body_of, caller, if_match, metrics, services, thread_for
+from service.http.context import (
+    Services,
+    body_of,
+    caller,
+    if_match,
+    limits_of,
+    metrics,
+    services,
+    thread_for,
+)
+from service.http.idempotency import request_id
+from service.http.limits import Slot
 from service.http.metrics import Metrics
 from service.http.principals import Principal
 from service.http.problems import Problem
@@ -81,7 +92,10 @@ async def create_thread(request: Request) -> Response:
     body = await body_of(request, NewThread)
     engine = services(request).engine
     thread_id = await engine.start_thread(
-        tenant=principal.tenant, owner=principal.user, title=body.title
+        tenant=principal.tenant,
+        owner=principal.user,
+        title=body.title,
+        thread_id=request_id(request),
     )
     state = await engine.reader.state(thread_id)
     return _json(thread_json(state), 201, version=state.version)
@@ -160,30 +174,38 @@ async def post_message(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, NewMessage)
-    turn = services(request).engine.post_message(
-        state.thread_id,
-        body.content,
-        parent_id=body.parent_id,
-        message_id=body.message_id,
-        user_id=principal.user,
-        expected_version=if_match(request),
-    )
-    return await _turn_response(request, state.thread_id, turn)
+    await _may_take_turn(request, principal, body.content)
+
+    def take() -> Awaitable[Turn]:
+        return services(request).engine.post_message(
+            state.thread_id,
+            body.content,
+            parent_id=body.parent_id,
+            message_id=body.message_id or request_id(request),
+            user_id=principal.user,
+            expected_version=if_match(request),
+        )
+
+    return await _turn_response(request, principal, state.thread_id, take)
 
 
 async def edit_message(request: Request) -> Response:
     principal = await _user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, Edit)
-    turn = services(request).engine.edit_message(
-        state.thread_id,
-        request.path_params["message_id"],
-        body.content,
-        new_message_id=body.message_id,
-        user_id=principal.user,
-        expected_version=if_match(request),
-    )
-    return await _turn_response(request, state.thread_id, turn)
+    await _may_take_turn(request, principal, body.content)
+
+    def take() -> Awaitable[Turn]:
+        return services(request).engine.edit_message(
+            state.thread_id,
+            request.path_params["message_id"],
+            body.content,
+            new_message_id=body.message_id or request_id(request),
+            user_id=principal.user,
+            expected_version=if_match(request),
+        )
+
+    return await _turn_response(request, principal, state.thread_id, take)
 
 
 async def give_feedback(request: Request) -> Response:
@@ -275,27 +297,52 @@ async def stream_thread(request: Request) -> Response:
             "The request is not valid",
             f"event id {cursor.version} is past the thread's last ({state.version})",
         )
-    frames = thread_frames(services(request), state.thread_id, cursor)
-    return StreamingResponse(guarded(frames, metrics(request)), media_type=SSE, headers=SSE_HEADERS)
+    svc = services(request)
+    slot = await svc.counting.take_slot(principal.key_id, limits_of(request))
+    frames = thread_frames(svc, state.thread_id, cursor)
+    streamed = guarded(frames, metrics(request), svc.counting, slot)
+    return StreamingResponse(streamed, media_type=SSE, headers=SSE_HEADERS)
+
+
+async def _may_take_turn(request: Request, principal: Principal, content: str) -> None:
+    """413 for a message over the key's size, 429 for a turn over its rate (a retry that
+    returns a turn taken already is not counted)."""
+    limits = limits_of(request)
+    if len(content.encode()) > limits.message_bytes:
+        raise Problem(
+            413,
+            "too-large",
+            "Request too large",
+            f"a message holds at most {limits.message_bytes} bytes of UTF-8",
+        )
+    if not getattr(request.state, "replayed", False):
+        await services(request).counting.turn(principal.key_id, limits)
 
 
 async def _turn_response(
-    request: Request, thread_id: str, taking: Coroutine[Any, Any, Turn]
+    request: Request, principal: Principal, thread_id: str, take: Callable[[], Awaitable[Turn]]
 ) -> Response:
     """The turn as SSE if the client accepts an event stream, else as JSON once it is done;
-    a turn refused because the branch ended is a `thread-ended` problem carrying the end."""
+    a turn refused because the branch ended is a `thread-ended` problem carrying the end. A
+    stream takes its slot first: a turn is never taken for a stream that is then refused."""
+    svc = services(request)
+    streaming = _accepts_events(request.headers.get("accept", ""))
+    slot = await svc.counting.take_slot(principal.key_id, limits_of(request)) if streaming else None
     try:
-        turn = await taking
+        turn = await take()
     except ThreadEndedError as exc:
+        await _free(svc, slot)
         raise await _ended(request, thread_id, exc) from exc
+    except BaseException:
+        await _free(svc, slot)
+        raise
     counted = metrics(request)
     directive = turn.decision.directive if turn.decision is not None else "replayed"
     counted.turns.labels(directive).inc()
     if not turn.replayed:
         counted.tiers.labels(turn.classification.tier).inc()
-    if not _accepts_events(request.headers.get("accept", "")):
+    if slot is None:
         return await _finished_turn(request, turn)
-    svc = services(request)
     state = await svc.engine.reader.state(turn.thread_id)
     message = state.messages[turn.message_id]
     first = message.version - (1 if turn.edited_from else 0)  # a fork comes just before
@@ -318,7 +365,13 @@ async def _turn_response(
 
     # The turn's own frames, from its first event: not a resumption of what came before it.
     frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last)
-    return StreamingResponse(guarded(frames, counted), media_type=SSE, headers=SSE_HEADERS)
+    streamed = guarded(frames, counted, svc.counting, slot)
+    return StreamingResponse(streamed, media_type=SSE, headers=SSE_HEADERS)
+
+
+async def _free(svc: Services, slot: Slot | None) -> None:
+    if slot is not None:
+        await svc.counting.free(slot)
 
 
 async def _finished_turn(request: Request, turn: Turn) -> Response:
