@@ -82,13 +82,14 @@ class StreamHub:
         return sum(group.task is not None for group in self._groups.values())
 
     async def aclose(self) -> None:
-        """Stop the readers; their waiters see the cancellation."""
-        tasks = [group.task for group in self._groups.values() if group.task is not None]
-        for task in tasks:
+        """Stop the readers; a waiter left gets nothing more, at its timeout."""
+        running = [(g, g.task) for g in self._groups.values() if g.task is not None]
+        for _, task in running:
             task.cancel()
-        for task in tasks:
+        for group, task in running:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            group.task = None  # a task cancelled before its first step ran no `finally`
 
 
 class _Group:
@@ -114,11 +115,15 @@ class _Group:
         if key in reading and reading[key] <= waiter.after:
             return  # the read in flight covers it
         self.woken = True
-        with redis_errors():
-            pipe = self.hub.redis.pipeline(transaction=False)
-            pipe.xadd(self.wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
-            pipe.expire(self.wake_key, WAKE_TTL)
-            await pipe.execute()
+        try:
+            with redis_errors():
+                pipe = self.hub.redis.pipeline(transaction=False)
+                pipe.xadd(self.wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+                pipe.expire(self.wake_key, WAKE_TTL)
+                await pipe.execute()
+        except BaseException:
+            self.woken = False  # not woken after all: the next waiter tries again
+            raise
 
     def remove(self, key: str, waiter: _Waiter) -> None:
         waiting = self.waiters.get(key)
@@ -142,11 +147,12 @@ class _Group:
                 finally:
                     self.reading = None
                 for stream, entries in reply or ():
+                    key = _text(stream)
                     rows = [(_text(entry_id), fields) for entry_id, fields in entries]
-                    if _text(stream) == self.wake_key:
+                    if key == self.wake_key:
                         self.wake_seen = rows[-1][0]
-                    else:
-                        self._hand_out(_text(stream), rows)
+                    elif key in reading:
+                        self._hand_out(key, rows, reading[key])
         except Exception as exc:  # Redis failed: every waiter of the group hears it
             for waiting in self.waiters.values():
                 for waiter in waiting:
@@ -156,10 +162,16 @@ class _Group:
         finally:
             self.task = None
 
-    def _hand_out(self, key: str, rows: list[Entry]) -> None:
+    def _hand_out(self, key: str, rows: list[Entry], read_from: Order) -> None:
+        """Give each waiter of `key` the rows after its own entry. The rows follow `read_from`:
+        a waiter that came since, from an earlier entry, would miss those between; it waits
+        for the next read, which starts from its entry."""
         kept = []
         for waiter in self.waiters.get(key, ()):
             if waiter.future.done():
+                continue
+            if waiter.after < read_from:
+                kept.append(waiter)
                 continue
             new = [row for row in rows if _order(row[0]) > waiter.after]
             if new:

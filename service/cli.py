@@ -16,7 +16,7 @@
                                      print a view's analytics, a column a day
     coda classify [TEXT...] [--classifier NAME] [--classifier-url URL]
                                      classify each TEXT (or each line of stdin): a JSON line each
-    coda serve [--host H] [--port P] [--workers N] [--no-projector]
+    coda serve [--host H] [--port P] [--workers N] [--no-projector] [--no-access-log]
                                      run the HTTP API (docs/api.md)
     coda keys create --tenant T --user U [--role R]... [--turns-per-minute N] [--streams N]
                      [--message-bytes N] [--body-bytes N]
@@ -303,6 +303,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--workers", type=_positive, default=1)
     cmd.add_argument(
         "--no-projector", action="store_true", help="projectors run elsewhere (coda project)"
+    )
+    cmd.add_argument(
+        "--no-access-log", action="store_true", help="no line per request (a proxy logs them)"
     )
     cmd.set_defaults(run=serve.serve)
     cmd = commands.add_parser("keys", help="create or revoke API keys")

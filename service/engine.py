@@ -419,8 +419,9 @@ class Engine:
                 # Shielded: a caller that goes away while the append is in flight must not
                 # leave a started reply that nobody generates.
                 result = await asyncio.shield(self._open(state, batch, job))
-            except ConcurrencyError as exc:
-                _conflict(exc, expected)
+            except ConcurrencyError:
+                # Look again: the winner may be this very message (a retry), then it is the
+                # turn; with `expected`, anything else is a version conflict.
                 continue
             except (ThreadEndedError, InvalidBatchError):
                 # The lock and the tree are checked before the version: a refusal of a batch

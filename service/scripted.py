@@ -72,8 +72,9 @@ class ScriptedModel:
             raise ModelError("scripted failure")
         if request.directive in self.tool_on:
             yield ToolCall(name=END_TOOL, arguments={"reason": _reason(request)}, id="call-1")
-        prompt_words = sum(len(m.content.split()) for m in request.messages)
-        yield Finished(usage=Usage(input_tokens=prompt_words, output_tokens=len(words)))
+        # Tokens as a rough count (four characters each): a stand-in need not tokenise.
+        prompt_tokens = sum(len(m.content) for m in request.messages) // 4
+        yield Finished(usage=Usage(input_tokens=prompt_tokens, output_tokens=len(words)))
 
 
 def reply_text(request: ModelRequest) -> str:

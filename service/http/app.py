@@ -27,7 +27,7 @@ from events.errors import EventStoreError
 from projections.projector import Projector
 from service.config import Settings, build_classifier, build_model
 from service.engine import Engine, EngineSettings
-from service.http import openapi, oversight, problems, threads
+from service.http import openapi, oversight, problems, threads, turns
 from service.http.context import Services, services
 from service.http.idempotency import idempotent
 from service.http.limits import Limits
@@ -37,6 +37,7 @@ from service.http.principals import ApiKeys
 log = logging.getLogger("coda.http")
 
 NO_PROJECTOR_ENV: Final = "CODA_NO_PROJECTOR"  # set: run the projector elsewhere (coda project)
+KEY_SECONDS: Final = 5.0  # how long a process trusts what an API key resolved to
 
 
 async def healthz(request: Request) -> Response:
@@ -62,12 +63,12 @@ ROUTES: Final = [
     Route("/v1/threads/{thread_id}", threads.get_thread, methods=["GET"]),
     Route(
         "/v1/threads/{thread_id}/messages",
-        idempotent(threads.post_message, rerun=True),
+        idempotent(turns.post_message, rerun=True),
         methods=["POST"],
     ),
     Route(
         "/v1/threads/{thread_id}/messages/{message_id}/edit",
-        idempotent(threads.edit_message, rerun=True),
+        idempotent(turns.edit_message, rerun=True),
         methods=["POST"],
     ),
     Route("/v1/threads/{thread_id}/feedback", idempotent(threads.give_feedback), methods=["POST"]),
@@ -96,7 +97,10 @@ def create_app(given: Services | None = None, *, projector: bool | None = None) 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if given is not None:
             app.state.services = given
-            yield
+            try:
+                yield
+            finally:
+                await given.counting.aclose()
             return
         async with running_services(projector=bool(projector)) as built:
             app.state.services = built
@@ -130,7 +134,10 @@ async def running_services(*, projector: bool) -> AsyncIterator[Services]:
         if projector:
             tasks.append(asyncio.create_task(Projector(store).run(stop), name="projector"))
         built = Services(
-            store=store, engine=engine, keys=ApiKeys(store.redis, store.keys), limits=limits
+            store=store,
+            engine=engine,
+            keys=ApiKeys(store.redis, store.keys, remember_seconds=KEY_SECONDS),
+            limits=limits,
         )
         try:
             yield built

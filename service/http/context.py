@@ -75,8 +75,13 @@ async def thread_for(request: Request, principal: Principal, *, write: bool = Fa
     Anything else is a 404, as if the thread did not exist: existence is not revealed.
     """
     thread_id = request.path_params["thread_id"]
-    with metrics(request).timed():
-        state = await services(request).engine.reader.state(thread_id)
+    reader = services(request).engine.reader
+    # Who may act in a thread never changes: a write may check it on the state this process
+    # holds (the write itself then goes by the stored version); a read shows the stored thread.
+    state = reader.cached(thread_id) if write else None
+    if state is None or state.started is None:
+        with metrics(request).timed():
+            state = await reader.state(thread_id)
     started = state.started
     if started is None or started.tenant != principal.tenant:
         raise ThreadNotFoundError(thread_id)

@@ -4,7 +4,8 @@ A key belongs to its caller (tenant and user) for a day. The first request with 
 it in Redis, with a fingerprint of the request (method, path, body) and an id that the handler
 gives to what it creates (the new thread, the new message). A request that comes again:
 
-- with another body, or to another path: 422 `idempotency-key-reused`, and nothing is done;
+- with another body, to another path, or with another `If-Match`: 422
+  `idempotency-key-reused`, and nothing is done;
 - after the first was answered: that answer, stored, with `Idempotent-Replayed: true`;
 - a new thread or a turn, at any time: it runs again with the first's id, which the engine
   answers with the thread or the turn it made the first time (never a second one): a turn as
@@ -24,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Literal, cast
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -80,8 +82,10 @@ def idempotent(handler: Endpoint, *, rerun: bool = False) -> Endpoint:
             )
         principal = await caller(request)
         body = await raw_body(request)
+        # The version a write was made on is part of what was asked.
+        if_match = request.headers.get("if-match", "").encode()
         fingerprint = hashlib.sha256(
-            b"\0".join([request.method.encode(), request.url.path.encode(), body])
+            b"\0".join([request.method.encode(), request.url.path.encode(), if_match, body])
         ).hexdigest()
         name = services(request).store.keys.idempotency(
             hashlib.sha256(f"{principal.tenant}\0{principal.user}\0{key}".encode()).hexdigest()
@@ -97,20 +101,22 @@ def idempotent(handler: Endpoint, *, rerun: bool = False) -> Endpoint:
         if replayed and not rerun:
             return _replayed(await _answer_of(request, name, record))
         request.state.request_id = record.request_id
-        request.state.replayed = replayed
         if rerun:
             response = await handler(request)
             return _replayed(response) if replayed else response
-        try:
-            response = await handler(request)
-        except Exception as exc:
+        # Shielded: a client that leaves must not leave the key claimed with its work half done
+        # (these handlers are short: one write each).
+        with anyio.CancelScope(shield=True):
             try:
-                problem_of(exc)
-            except LookupError:
-                await _release(request, name)
-                raise
-            response = await handle(request, exc)
-        await _keep(request, name, record, response)
+                response = await handler(request)
+            except Exception as exc:
+                try:
+                    problem_of(exc)
+                except LookupError:
+                    await _release(request, name)
+                    raise
+                response = await handle(request, exc)
+            await _keep(request, name, record, response)
         return response
 
     return endpoint

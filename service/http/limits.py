@@ -19,6 +19,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
 
+import anyio
 import msgspec
 
 from events.errors import redis_errors
@@ -41,7 +42,9 @@ local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-if now < tat - tolerance then return tat - tolerance - now end
+-- Whole milliseconds, rounded up: Redis turns a fraction into an integer by cutting it, and a
+-- wait of 0.4 ms must not read as 0 (allowed).
+if now < tat - tolerance then return math.ceil(tat - tolerance - now) end
 local after = tat + interval
 redis.call('SET', KEYS[1], after, 'PX', math.ceil(after - now))
 return 0
@@ -168,7 +171,8 @@ class Limiter:
 
     @contextlib.asynccontextmanager
     async def held(self, slot: Slot) -> AsyncIterator[None]:
-        """Keep `slot` taken while the stream runs (renewed), and free it when it ends."""
+        """Keep `slot` taken while the stream runs (renewed), and free it when it ends, also
+        when the stream is cancelled (its client left)."""
         self._open[slot.id] = slot.name
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew(), name="stream-slots")
@@ -176,7 +180,8 @@ class Limiter:
             yield
         finally:
             del self._open[slot.id]
-            await self.free(slot)
+            with anyio.CancelScope(shield=True):
+                await self.free(slot)
 
     async def aclose(self) -> None:
         if self._renewer is not None:

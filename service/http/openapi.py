@@ -33,13 +33,12 @@ from service.http.streams import MEDIA_TYPE as SSE
 from service.http.threads import (
     DEFAULT_PAGE,
     MAX_PAGE,
-    Edit,
     EndRequest,
     NewFeedback,
-    NewMessage,
     NewThread,
     NoBody,
 )
+from service.http.turns import Edit, NewMessage
 
 Json: TypeAlias = dict[str, Any]
 Operation: TypeAlias = tuple[str, str, Json]  # (path, method, operation object)

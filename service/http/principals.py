@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeAlias, get_args
@@ -24,6 +26,7 @@ Role: TypeAlias = Literal["user", "auditor", "admin"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 PREFIX: Final = "coda_"  # keys are recognisable in a leaked config file
 LIMIT_NAMES: Final = Limits.__struct_fields__
+REMEMBERED: Final = 10_000  # keys a process remembers at most
 _Name: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
 
 
@@ -47,9 +50,14 @@ def digest(key: str) -> str:
 
 
 class ApiKeys:
-    def __init__(self, client: Redis, keys: Keyspace) -> None:
+    """The keys in Redis. With `remember_seconds`, a process keeps what a key resolved to for
+    that long (a bounded cache): a revoked key then stops working within that time."""
+
+    def __init__(self, client: Redis, keys: Keyspace, *, remember_seconds: float = 0.0) -> None:
         self.redis = client
         self.keys = keys
+        self.remember_seconds = remember_seconds
+        self._known: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
 
     async def create(
         self,
@@ -99,8 +107,22 @@ class ApiKeys:
 
     async def principal(self, key: str) -> Principal | None:
         """Who `key` belongs to, or None for an unknown or revoked key."""
+        hashed = digest(key)
+        if self.remember_seconds:
+            known = self._known.get(hashed)
+            if known is not None and known[0] > time.monotonic():
+                return known[1]
+        found = await self._principal(hashed)
+        if self.remember_seconds:
+            self._known[hashed] = (time.monotonic() + self.remember_seconds, found)
+            self._known.move_to_end(hashed)
+            while len(self._known) > REMEMBERED:
+                self._known.popitem(last=False)
+        return found
+
+    async def _principal(self, hashed: str) -> Principal | None:
         with redis_errors():
-            fields = await self.redis.hgetall(self.keys.api_key(digest(key)))
+            fields = await self.redis.hgetall(self.keys.api_key(hashed))
         if not fields:
             return None
         text = {_text(k): _text(v) for k, v in fields.items()}
@@ -111,7 +133,7 @@ class ApiKeys:
             if name.startswith("limit:") and value.isdigit()
         }
         return Principal(
-            tenant=text["tenant"], user=text["user"], roles=roles, key_id=digest(key), limits=limits
+            tenant=text["tenant"], user=text["user"], roles=roles, key_id=hashed, limits=limits
         )
 
 

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, NamedTuple
 
 import msgspec
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from events.records import RecordedEvent
 from events.schema import ReplyStarted, tag_of
@@ -107,17 +109,29 @@ async def thread_frames(
                 return
 
 
-async def guarded(
-    frames: AsyncIterator[bytes], metrics: Metrics, limiter: Limiter, slot: Slot
-) -> AsyncIterator[bytes]:
+class EventStream(StreamingResponse):
+    """An event stream that holds one of its key's stream slots until it is over: also when
+    it never starts (the client was gone already) or is cancelled (the client left)."""
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], metrics: Metrics, limiter: Limiter, slot: Slot
+    ) -> None:
+        super().__init__(guarded(frames, metrics), media_type=MEDIA_TYPE, headers=HEADERS)
+        self.limiter = limiter
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.limiter.held(self.slot):
+            await super().__call__(scope, receive, send)
+
+
+async def guarded(frames: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterator[bytes]:
     """The frames, and, if something fails once the stream has started, an `error` frame with
-    the problem object instead of a broken connection. Counted as an open stream meanwhile,
-    holding one of its key's stream slots."""
+    the problem object instead of a broken connection. Counted as an open stream meanwhile."""
     metrics.stream_clients.inc()
     try:
-        async with limiter.held(slot):
-            async for chunk in frames:
-                yield chunk
+        async for chunk in frames:
+            yield chunk
     except Exception as exc:  # the response has started: the error can only be a frame now
         try:
             status, type_, title, detail, members = problem_of(exc)

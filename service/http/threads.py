@@ -1,29 +1,20 @@
-"""The thread endpoints: create and list threads, read one, take turns, feedback, cancel, events."""
+"""The thread endpoints: create and list threads, read one, feedback, cancel, end, events, the
+live tail (turns are in service/http/turns.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from events.errors import ThreadEndedError, redis_errors
-from events.records import RecordedEvent
 from events.schema import (
-    EndRejected,
     Id,
-    ReplyCompleted,
-    ReplyFailed,
-    ReplyRedirected,
-    ReplyWarned,
-    ThreadEnded,
 )
-from projections.branches import end_of
 from service.errors import EndRefusedError
 from service.http.context import (
-    Services,
     body_of,
     caller,
     if_match,
@@ -33,22 +24,13 @@ from service.http.context import (
     thread_for,
 )
 from service.http.idempotency import request_id
-from service.http.limits import Slot
-from service.http.metrics import Metrics
-from service.http.principals import Principal
 from service.http.problems import Problem
 from service.http.representations import (
-    ended_json,
     thread_json,
     thread_with_messages,
-    turn_json,
 )
-from service.http.streams import HEADERS as SSE_HEADERS
-from service.http.streams import MEDIA_TYPE as SSE
-from service.http.streams import Cursor, guarded, thread_frames
-from service.turns import Turn
-
-REPLY_ENDS: Final = (ReplyCompleted, ReplyRedirected, ReplyWarned, ReplyFailed)
+from service.http.streams import Cursor, EventStream, thread_frames
+from service.http.turns import ended_problem, user
 
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 200
@@ -60,17 +42,6 @@ Comment = Annotated[str, msgspec.Meta(max_length=4000)]
 
 class NewThread(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     title: Title = ""
-
-
-class NewMessage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    content: str
-    parent_id: Id | None = None
-    message_id: Id | None = None
-
-
-class Edit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    content: str
-    message_id: Id | None = None  # the new message's id, for a retry
 
 
 class EndRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -88,7 +59,7 @@ class NewFeedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 async def create_thread(request: Request) -> Response:
-    principal = await _user(request)
+    principal = await user(request)
     body = await body_of(request, NewThread)
     engine = services(request).engine
     thread_id = await engine.start_thread(
@@ -170,46 +141,8 @@ async def get_thread(request: Request) -> Response:
     return _json(body, version=state.version)
 
 
-async def post_message(request: Request) -> Response:
-    principal = await _user(request)
-    state = await thread_for(request, principal, write=True)
-    body = await body_of(request, NewMessage)
-    await _may_take_turn(request, principal, body.content)
-
-    def take() -> Awaitable[Turn]:
-        return services(request).engine.post_message(
-            state.thread_id,
-            body.content,
-            parent_id=body.parent_id,
-            message_id=body.message_id or request_id(request),
-            user_id=principal.user,
-            expected_version=if_match(request),
-        )
-
-    return await _turn_response(request, principal, state.thread_id, take)
-
-
-async def edit_message(request: Request) -> Response:
-    principal = await _user(request)
-    state = await thread_for(request, principal, write=True)
-    body = await body_of(request, Edit)
-    await _may_take_turn(request, principal, body.content)
-
-    def take() -> Awaitable[Turn]:
-        return services(request).engine.edit_message(
-            state.thread_id,
-            request.path_params["message_id"],
-            body.content,
-            new_message_id=body.message_id or request_id(request),
-            user_id=principal.user,
-            expected_version=if_match(request),
-        )
-
-    return await _turn_response(request, principal, state.thread_id, take)
-
-
 async def give_feedback(request: Request) -> Response:
-    principal = await _user(request)
+    principal = await user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, NewFeedback)
     version = await services(request).engine.give_feedback(
@@ -230,7 +163,7 @@ async def give_feedback(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    principal = await _user(request)
+    principal = await user(request)
     state = await thread_for(request, principal, write=True)
     await body_of(request, NoBody)  # it takes none: a field sent is a mistake worth saying
     reply_id = await services(request).engine.cancel(
@@ -242,7 +175,7 @@ async def cancel(request: Request) -> Response:
 async def end_thread(request: Request) -> Response:
     """The user ends the active branch themselves (`{"confirm": true}`): the thread as it reads
     now, with `ended` set; or `end-refused` when the policy keeps it open (a crisis flag)."""
-    principal = await _user(request)
+    principal = await user(request)
     state = await thread_for(request, principal, write=True)
     body = await body_of(request, EndRequest)
     if not body.confirm:
@@ -256,7 +189,7 @@ async def end_thread(request: Request) -> Response:
             state.thread_id, user_id=principal.user, expected_version=if_match(request)
         )
     except ThreadEndedError as exc:
-        raise await _ended(request, state.thread_id, exc) from exc
+        raise await ended_problem(request, state.thread_id, exc) from exc
     except EndRefusedError as exc:
         counted.rejections.labels("user").inc()
         raise Problem(
@@ -278,13 +211,6 @@ async def thread_events(request: Request) -> Response:
     return _json({"data": data, "next": recorded[-1].version if more else None})
 
 
-async def _user(request: Request) -> Principal:
-    principal = await caller(request)
-    if not principal.can("user"):
-        raise Problem(403, "forbidden", "Forbidden", "taking turns needs the user role")
-    return principal
-
-
 async def stream_thread(request: Request) -> Response:
     """The thread's live tail as server-sent events, resumable by `Last-Event-ID` or `after`."""
     principal = await caller(request)
@@ -300,122 +226,7 @@ async def stream_thread(request: Request) -> Response:
     svc = services(request)
     slot = await svc.counting.take_slot(principal.key_id, limits_of(request))
     frames = thread_frames(svc, state.thread_id, cursor)
-    streamed = guarded(frames, metrics(request), svc.counting, slot)
-    return StreamingResponse(streamed, media_type=SSE, headers=SSE_HEADERS)
-
-
-async def _may_take_turn(request: Request, principal: Principal, content: str) -> None:
-    """413 for a message over the key's size, 429 for a turn over its rate (a retry that
-    returns a turn taken already is not counted)."""
-    limits = limits_of(request)
-    if len(content.encode()) > limits.message_bytes:
-        raise Problem(
-            413,
-            "too-large",
-            "Request too large",
-            f"a message holds at most {limits.message_bytes} bytes of UTF-8",
-        )
-    if not getattr(request.state, "replayed", False):
-        await services(request).counting.turn(principal.key_id, limits)
-
-
-async def _turn_response(
-    request: Request, principal: Principal, thread_id: str, take: Callable[[], Awaitable[Turn]]
-) -> Response:
-    """The turn as SSE if the client accepts an event stream, else as JSON once it is done;
-    a turn refused because the branch ended is a `thread-ended` problem carrying the end. A
-    stream takes its slot first: a turn is never taken for a stream that is then refused."""
-    svc = services(request)
-    streaming = _accepts_events(request.headers.get("accept", ""))
-    slot = await svc.counting.take_slot(principal.key_id, limits_of(request)) if streaming else None
-    try:
-        turn = await take()
-    except ThreadEndedError as exc:
-        await _free(svc, slot)
-        raise await _ended(request, thread_id, exc) from exc
-    except BaseException:
-        await _free(svc, slot)
-        raise
-    counted = metrics(request)
-    directive = turn.decision.directive if turn.decision is not None else "replayed"
-    counted.turns.labels(directive).inc()
-    if not turn.replayed:
-        counted.tiers.labels(turn.classification.tier).inc()
-    if slot is None:
-        return await _finished_turn(request, turn)
-    state = await svc.engine.reader.state(turn.thread_id)
-    message = state.messages[turn.message_id]
-    first = message.version - (1 if turn.edited_from else 0)  # a fork comes just before
-    mine = (turn.reply_id, turn.message_id)
-
-    async def last(recorded: RecordedEvent) -> int | None:
-        event = recorded.event
-        if (
-            not turn.replayed
-            and isinstance(event, ThreadEnded | EndRejected)
-            and event.leaf_id in mine
-        ):
-            _count_end(counted, event)
-        if isinstance(event, REPLY_ENDS) and event.message_id == turn.reply_id:
-            batch = await svc.store.batch_of(turn.thread_id, event.event_id)
-            return batch[1] if batch else recorded.version
-        if isinstance(event, ThreadEnded) and event.scope == "thread":
-            return recorded.version  # it closes the reply too, if still running
-        return None
-
-    # The turn's own frames, from its first event: not a resumption of what came before it.
-    frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last)
-    streamed = guarded(frames, counted, svc.counting, slot)
-    return StreamingResponse(streamed, media_type=SSE, headers=SSE_HEADERS)
-
-
-async def _free(svc: Services, slot: Slot | None) -> None:
-    if slot is not None:
-        await svc.counting.free(slot)
-
-
-async def _finished_turn(request: Request, turn: Turn) -> Response:
-    engine = services(request).engine
-    outcome = await engine.outcome(turn)
-    if not turn.replayed:
-        counted = metrics(request)
-        if outcome.ended is not None:
-            counted.ends.labels(outcome.ended.actor).inc()
-        for rejection in outcome.rejections:
-            counted.rejections.labels(rejection.actor).inc()
-    state = await engine.reader.state(turn.thread_id)
-    return _json(turn_json(state, turn.classification, outcome), version=state.version)
-
-
-async def _ended(request: Request, thread_id: str, exc: ThreadEndedError) -> Problem:
-    """A `thread-ended` problem carrying the end, so a client can offer what is still allowed."""
-    state = await services(request).engine.reader.state(thread_id)
-    leaf = exc.leaf_id
-    end = end_of(state, leaf) if leaf is not None and leaf in state.messages else state.thread_end
-    return Problem(
-        409, "thread-ended", "The conversation has ended", str(exc), ended=ended_json(end)
-    )
-
-
-def _accepts_events(accept: str) -> bool:
-    """Whether an Accept header asks for an event stream (with a quality above 0)."""
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        if media.lower() != SSE:
-            continue
-        q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
-        try:
-            return float(q) > 0
-        except ValueError:
-            return False
-    return False
-
-
-def _count_end(counted: Metrics, event: ThreadEnded | EndRejected) -> None:
-    if isinstance(event, ThreadEnded):
-        counted.ends.labels(event.actor).inc()
-    else:
-        counted.rejections.labels(event.actor).inc()
+    return EventStream(frames, metrics(request), svc.counting, slot)
 
 
 def _listed(thread_id: str, row: dict[str, str]) -> dict[str, Any]:

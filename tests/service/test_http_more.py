@@ -568,7 +568,9 @@ def test_streams_that_clients_leave_leave_no_connection_behind(
             for _ in range(2 * streams)
         ]
     assert blocked - before < streams, f"{blocked - before} more connections for {streams} streams"
-    assert settled[-1] <= settled[0] + 2, f"connections grew: {settled}"
+    # Streams that leave at once free their slots at once: the pool grows to what that takes,
+    # once, and then stays (a leak would add connections every round).
+    assert settled[-1] <= settled[1] + 2, f"connections grew: {settled}"
     assert shown == [thread] * 2 * streams
 
 
