@@ -213,5 +213,9 @@ class _Reader:
     def _arguments(self, raw: str) -> dict[str, Any]:
         arguments = tool_arguments(raw)
         if arguments is None:
-            log.warning("%s: tool arguments are not a JSON object: %.200r", self.name, raw)
+            # What the model wrote is conversation content: logged only when debugging.
+            log.warning(
+                "%s: tool arguments are not a JSON object (%d characters)", self.name, len(raw)
+            )
+            log.debug("%s: tool arguments: %.200r", self.name, raw)
         return arguments or {}

@@ -6,6 +6,7 @@ format; what one API alone does is tested in that adapter's module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -117,6 +118,22 @@ async def test_tool_arguments_cut_short_give_a_call_without_arguments(
         ToolCall(name=END_TOOL, arguments={}, id=dialect.call_id),
         Finished(finish_reason=dialect.length_stop, usage=USAGE),
     ]
+
+
+async def test_arguments_that_are_not_json_are_logged_without_what_the_model_wrote(
+    dialect: ModelDialect,
+    fake: FakeUpstream,
+    model: ModelAdapter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    fake.script(dialect.tool_call('{"reason": "Zebulon', finish=dialect.length_stop, usage=USAGE))
+
+    await collect(model)
+
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("not a JSON object" in message for message in warned)
+    assert not any("Zebulon" in r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG)
 
 
 @pytest.mark.parametrize(
