@@ -27,7 +27,7 @@ from projections.state import Kind, Role
 from service.http.context import MAX_BODY
 from service.http.oversight import DEFAULT_DAYS
 from service.http.problems import MEDIA_TYPE as PROBLEM
-from service.http.representations import ALLOWED_AFTER_END
+from service.http.representations import ALLOWED_AFTER_END, PRIVATE_FIELDS
 from service.http.streams import KEEP_ALIVE_MS
 from service.http.streams import MEDIA_TYPE as SSE
 from service.http.threads import (
@@ -153,6 +153,11 @@ def _components() -> Json:
     (*_, event), generated = msgspec.json.schema_components(
         (*BODIES, AnyEvent), ref_template="#/components/schemas/{name}"
     )
+    for schema in generated.values():  # events as the API shows them (event_json)
+        for name in PRIVATE_FIELDS:
+            schema.get("properties", {}).pop(name, None)
+            if name in schema.get("required", ()):
+                schema["required"] = [f for f in schema["required"] if f != name]
     written = _schemas()
     assert not written.keys() & {*generated, "Event"}, "a schema name given twice"
     return {**generated, "Event": event, **written}

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
+
+from events.schema import AnyEvent
 from projections.branches import active_tip, end_of, path, status
 from projections.state import End, Message, ThreadState
 from service.classifier import Classification
 from service.replies import Outcome
 
 ALLOWED_AFTER_END: Final = ("new_thread", "edit", "feedback")
+
+
+# What clients are not shown of an event: which process runs a generation (its host and pid).
+PRIVATE_FIELDS: Final = frozenset({"lease_owner"})
+
+
+def event_json(event: AnyEvent) -> dict[str, Any]:
+    """An event as the API shows it: all of it but what says where coda runs."""
+    shown: dict[str, Any] = msgspec.to_builtins(event)
+    for name in PRIVATE_FIELDS & shown.keys():
+        del shown[name]
+    return shown
 
 
 def thread_json(state: ThreadState) -> dict[str, Any]:

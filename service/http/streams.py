@@ -25,6 +25,7 @@ from service.http.context import Services
 from service.http.limits import Limiter, Slot
 from service.http.metrics import Metrics
 from service.http.problems import Problem, problem_of
+from service.http.representations import event_json
 from service.live import Closed
 
 KEEP_ALIVE_MS: Final = 15_000
@@ -97,7 +98,7 @@ async def thread_frames(
             continue
         quiet = 0
         for event in recorded:
-            yield frame(str(event.version), tag_of(event.event), msgspec.to_builtins(event.event))
+            yield frame(str(event.version), tag_of(event.event), event_json(event.event))
             version = event.version
             if isinstance(event.event, ReplyStarted):
                 async for chunk in _deltas(svc, thread_id, event, after="0-0"):

@@ -25,10 +25,7 @@ from service.http.context import (
 )
 from service.http.idempotency import request_id
 from service.http.problems import Problem
-from service.http.representations import (
-    thread_json,
-    thread_with_messages,
-)
+from service.http.representations import event_json, thread_json, thread_with_messages
 from service.http.streams import Cursor, EventStream, thread_frames
 from service.http.turns import ended_problem, user
 
@@ -206,7 +203,7 @@ async def thread_events(request: Request) -> Response:
     after = _integer(request, "after", 0, 0, MAX_VERSION)
     limit = _integer(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     recorded = await services(request).store.read(state.thread_id, after=after, limit=limit)
-    data = [{"version": r.version, **msgspec.to_builtins(r.event)} for r in recorded]
+    data = [{"version": r.version, **event_json(r.event)} for r in recorded]
     more = len(recorded) == limit and recorded[-1].version < state.version
     return _json({"data": data, "next": recorded[-1].version if more else None})
 

@@ -355,3 +355,14 @@ async def test_a_turn_streams_only_when_an_event_stream_is_accepted(
         headers={"Accept": accept},
     )
     assert response.headers["content-type"].startswith("text/event-stream") == streams
+
+
+async def test_events_do_not_say_which_process_generates_a_reply(api: Api) -> None:
+    thread = await api.thread()
+    await api.say(thread, "hello")
+    events = (await api.call("GET", f"/v1/threads/{thread}/events")).json()["data"]
+    frames = await stream_turn(api, thread, "and again")
+    started = [e for e in events if e["type"] == "reply.started"]
+    started += [data for _, name, data in frames if name == "reply.started"]
+    assert len(started) == 2
+    assert all("lease_owner" not in e and e["lease_expires_at"] for e in started)
