@@ -28,6 +28,8 @@ PREFIX: Final = "coda_"  # keys are recognisable in a leaked config file
 LIMIT_NAMES: Final = Limits.__struct_fields__
 REMEMBERED: Final = 10_000  # keys a process remembers at most
 _Name: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
+# A tenant has no ':', so the keys that join a tenant and a user with one stay unambiguous.
+_Tenant: TypeAlias = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,12 +70,15 @@ class ApiKeys:
     ) -> str:
         """A new key for `user` of `tenant`, with its own `limits` (see `Limits`) if given; the
         key itself is returned once and stored nowhere."""
-        for name, value in (("tenant", tenant), ("user", user)):
+        for name, value, kind, allowed in (
+            ("tenant", tenant, _Tenant, "_ . @ -"),
+            ("user", user, _Name, "_ . : @ -"),
+        ):
             try:
-                msgspec.convert(value, type=_Name)
+                msgspec.convert(value, type=kind)
             except msgspec.ValidationError:
                 raise ApiKeyError(
-                    f"invalid {name} {value!r}: use 1-128 characters of A-Z a-z 0-9 _ . : @ -"
+                    f"invalid {name} {value!r}: use 1-128 characters of A-Z a-z 0-9 {allowed}"
                 ) from None
         if not roles or not roles <= set(ROLES):
             raise ApiKeyError(f"roles must be some of {', '.join(ROLES)}, not {sorted(roles)}")

@@ -286,6 +286,11 @@ def test_keys_create_with_a_bad_tenant_is_a_one_line_error(
 ) -> None:
     assert main(["keys", "create", "--tenant", "a b", "--user", "ann"]) == 2
     assert capsys.readouterr().err.startswith("coda: invalid tenant 'a b'")
+    # A tenant has no ':' (the thread lists join tenant and user with one): "a:b" + "c" and
+    # "a" + "b:c" would share a list.
+    assert main(["keys", "create", "--tenant", "a:b", "--user", "c"]) == 2
+    assert capsys.readouterr().err.startswith("coda: invalid tenant 'a:b'")
+    assert main(["keys", "create", "--tenant", "a", "--user", "b:c"]) == 0
 
 
 def principal_of(url: str, keys: Keyspace, key: str) -> tuple[str, str, frozenset[str]] | None:
