@@ -294,6 +294,8 @@ class Engine:
             if isinstance(event, EndRejected):
                 raise EndRefusedError(thread_id, tip, verdict.reason)
             after = self.reader.advance(state, [event], result) or fold([event], state)
+            if event.scope == "thread":
+                await self.runner.stop_cut_off(after)
             return after.ends[tip]
         raise EngineError(f"thread {thread_id!r}: too many concurrent writes")
 

@@ -25,6 +25,7 @@ from events.errors import (
 from events.schema import ReplyFailed
 from events.store import RedisEventStore
 from projections.reader import ThreadReader
+from projections.state import ThreadState
 from service.errors import EngineError
 from service.leases import Leases
 from service.live import Closed, LiveChannel
@@ -160,12 +161,25 @@ class Runner:
                     )
                 self.leases.queue_release(pipe, job.thread_id, job.reply_id)
                 await pipe.execute()
+            if ours and outcome.ended is not None and outcome.ended.scope == "thread":
+                state = self.reader.cached(job.thread_id)
+                await self.stop_cut_off(state or await self.reader.state(job.thread_id))
             return outcome
         finally:
             first_renewal.cancel()
             for renewer in renewing:
                 renewer.cancel()
             await asyncio.gather(*renewing, return_exceptions=True)
+
+    async def stop_cut_off(self, state: ThreadState) -> None:
+        """Stop the generations a thread-wide end cut off, here or in another process: their
+        replies can no longer be recorded (the thread shows them failed), and the model's work
+        would be for nothing."""
+        for reply in state.messages.values():
+            if reply.failure != "ended" or self.cancel(reply.id, ("cancelled", "ended")):
+                continue
+            if await self.leases.alive(state.thread_id, reply.id, reply.lease_expires_at):
+                await self.leases.request_cancel(state.thread_id, reply.id)
 
     def cancel(self, reply_id: str, why: tuple[Reason, str] = ("cancelled", "cancelled")) -> bool:
         """Stop a generation running in this process, to be recorded as failed for `why`;

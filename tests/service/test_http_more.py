@@ -354,6 +354,47 @@ async def test_a_streamed_turn_ends_when_a_thread_wide_end_closes_its_reply(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("by", ["ladder", "user"])
+async def test_a_thread_wide_end_stops_the_generations_it_cut_off(
+    store: RedisEventStore, by: str
+) -> None:
+    model = GatedModel()  # its gate is never opened: only a stop ends the slow generation
+    policy = Policy(end_scope="thread")
+    settings = EngineSettings(shutdown_grace=0.5)
+    async with api_of(store, model=model, policy=policy, settings=settings) as api:
+        thread = await api.thread()
+        await turn(api, thread, "hello")
+        second = await turn(api, thread, "more")
+        other = await api.call(
+            "POST",
+            f"/v1/threads/{thread}/messages/{second['message']['id']}/edit",
+            body={"content": "something else"},
+        )
+        # Given a reply being generated on one branch,
+        slow = asyncio.create_task(
+            api.call(
+                "POST",
+                f"/v1/threads/{thread}/messages",
+                body={"content": "slow", "parent_id": second["reply"]["id"]},
+            )
+        )
+        await model.entered.wait()
+        # when the whole thread is ended on another branch (by the ladder, or by its user),
+        tip = other.json()["reply"]["id"]
+        for _ in range(4 if by == "ladder" else 1):
+            tip = (await turn(api, thread, TERMINABLE, parent=tip))["reply"]["id"]
+        if by == "user":
+            ended = await api.call("POST", f"/v1/threads/{thread}/end", body={"confirm": True})
+            assert ended.status_code == 200, ended.text
+        # then the cut-off generation is stopped, not left to write a reply nobody can record.
+        try:
+            answered = await asyncio.wait_for(slow, timeout=10)
+        except TimeoutError:
+            pytest.fail("a generation the thread's end cut off went on")
+    assert answered.json()["reply"]["kind"] == "failed"
+
+
+@pytest.mark.timeout(60)
 async def test_a_streamed_turn_is_not_held_up_by_a_reply_running_on_another_branch(
     store: RedisEventStore,
 ) -> None:
