@@ -27,6 +27,11 @@ STORAGE_FORMAT: Final = 1  # the layout of keys, index and meta described in doc
 CLUSTER_SCHEMES: Final = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _TRUE: Final = {"1", "true", "yes", "on"}
 CLIENT_TIMEOUTS: Final = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+# A server process's connections to a single Redis, at most: commands wait for a free one (up
+# to POOL_WAIT seconds) rather than open more. Blocking reads share one (events/hub.py), so a
+# few serve any number of clients.
+DEFAULT_MAX_CONNECTIONS: Final = 8
+POOL_WAIT: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,16 +44,22 @@ class RedisSettings:
     appendfsync: str = "everysec"
     prefix: str = DEFAULT_PREFIX
     partitions: int = DEFAULT_PARTITIONS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per process, to a single Redis
     client_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RedisSettings:
         """REDIS_URL, CODA_REDIS_CLUSTER, CODA_DATA_DIR, CODA_APPENDFSYNC, CODA_KEY_PREFIX,
-        CODA_PARTITIONS."""
+        CODA_PARTITIONS, CODA_REDIS_MAX_CONNECTIONS."""
         try:
             partitions = int(environ.get("CODA_PARTITIONS", DEFAULT_PARTITIONS))
         except ValueError as exc:
             raise StoreConfigError("CODA_PARTITIONS must be a whole number") from exc
+        text = environ.get("CODA_REDIS_MAX_CONNECTIONS", str(DEFAULT_MAX_CONNECTIONS))
+        if not (text.isascii() and text.isdigit()) or int(text) < 2:
+            raise StoreConfigError(
+                f"CODA_REDIS_MAX_CONNECTIONS must be a whole number of at least 2, not {text!r}"
+            )
         return cls(
             url=environ.get("REDIS_URL") or None,
             cluster=environ.get("CODA_REDIS_CLUSTER", "").lower() in _TRUE,
@@ -56,6 +67,7 @@ class RedisSettings:
             appendfsync=environ.get("CODA_APPENDFSYNC", "everysec"),
             prefix=environ.get("CODA_KEY_PREFIX", DEFAULT_PREFIX),
             partitions=partitions,
+            max_connections=int(text),
         )
 
     @property
@@ -63,11 +75,15 @@ class RedisSettings:
         return Keyspace(prefix=self.prefix, partitions=self.partitions)
 
 
-def client_for(url: str, *, cluster: bool = False, **options: Any) -> Redis:
+def client_for(
+    url: str, *, cluster: bool = False, max_connections: int | None = None, **options: Any
+) -> Redis:
     """A client for `url`; `redis+cluster://` (or `cluster=True`) selects Redis Cluster.
 
     A Redis that stops answering is reported (StoreUnavailableError) after CLIENT_TIMEOUTS
-    rather than hanging a request; `options` override them.
+    rather than hanging a request; `options` override them. With `max_connections`, a single
+    Redis gets at most so many, and a command waits for a free one (up to POOL_WAIT seconds);
+    a cluster client keeps its own pool per node.
     """
     scheme, sep, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES:
@@ -75,6 +91,11 @@ def client_for(url: str, *, cluster: bool = False, **options: Any) -> Redis:
     options = {**CLIENT_TIMEOUTS, **options}
     if cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+    if max_connections is not None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=POOL_WAIT, **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
     return redis.asyncio.Redis.from_url(url, **options)
 
 
@@ -91,7 +112,12 @@ async def open_store(settings: RedisSettings) -> AsyncIterator[RedisEventStore]:
         except EmbeddedRedisError as exc:
             raise StoreConfigError(str(exc)) from exc
         url = server.url
-    client = client_for(url, cluster=settings.cluster, **settings.client_options)
+    client = client_for(
+        url,
+        cluster=settings.cluster,
+        max_connections=settings.max_connections,
+        **settings.client_options,
+    )
     try:
         await check_server(client)
         await ensure_config(client, keys)

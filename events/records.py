@@ -40,6 +40,16 @@ class StoredEntry(msgspec.Struct, frozen=True, kw_only=True):
         return int(self.entry_id.partition("-")[0])
 
 
+def stored_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StoredEntry:
+    """A stream entry as XRANGE or XREAD returns it."""
+    return StoredEntry(
+        entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        type=fields.get(b"type", b"").decode(),
+        data=fields.get(b"data", b""),
+        hash=fields.get(b"hash", b""),
+    )
+
+
 def recorded(entry: StoredEntry) -> RecordedEvent:
     return RecordedEvent(version=entry.version, hash=entry.hash, event=decode(entry.data))
 

@@ -34,6 +34,7 @@ from events.records import (
     ThreadSnapshot,
     parse_meta,
     recorded,
+    stored_entry,
 )
 from events.schema import AnyEvent, ThreadEnded, decode, encode, placement, tag_of
 from events.verify import VerifyReport, check
@@ -326,15 +327,7 @@ class RedisEventStore:
     ) -> list[StoredEntry]:
         with redis_errors():
             rows = cast(_Rows, await self.redis.xrange(key, start, end, count=count))
-        return [
-            StoredEntry(
-                entry_id=entry_id.decode(),
-                type=fields.get(b"type", b"").decode(),
-                data=fields.get(b"data", b""),
-                hash=fields.get(b"hash", b""),
-            )
-            for entry_id, fields in rows
-        ]
+        return [stored_entry(entry_id, fields) for entry_id, fields in rows]
 
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:

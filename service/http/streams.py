@@ -19,7 +19,8 @@ import msgspec
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from events.records import RecordedEvent
+from events.records import RecordedEvent, stored_entry
+from events.records import recorded as decoded
 from events.schema import ReplyStarted, tag_of
 from service.http.context import Services
 from service.http.limits import Limiter, Slot
@@ -32,6 +33,7 @@ KEEP_ALIVE_MS: Final = 15_000
 # How long one blocking read waits: well under the Redis client's socket timeout.
 WAIT_MS: Final = 5_000
 MAX_VERSION: Final = 2**53
+PAGE: Final = 100  # events a stream reads at a time while it catches up
 # How long a stream waits on a reply's live channel before it looks at the thread again: a
 # generation whose owner died is closed (`recover`) soon after its lease, not a keep-alive later.
 LIVE_POLL_MS: Final = 1_000
@@ -87,27 +89,35 @@ async def thread_frames(
             async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry or "0-0"):
                 yield chunk
     quiet = 0
+    # Catching up, the stream reads its own pages; caught up, it waits in the process's hub,
+    # which reads each new event once for every stream of the thread.
+    recorded = await svc.store.read(thread_id, after=version, limit=PAGE)
+    caught_up, live = len(recorded) < PAGE, False
     while True:
-        recorded = await svc.store.read(thread_id, after=version, limit=100)
         if not recorded:
-            if not await _wait(svc, thread_id, version):
+            recorded, live = await _next(svc, thread_id, version), True
+            if not recorded:
                 quiet += WAIT_MS
                 if quiet >= KEEP_ALIVE_MS:
                     quiet = 0
                     yield KEEP_ALIVE
-            continue
+                continue
         quiet = 0
         for event in recorded:
             yield frame(str(event.version), tag_of(event.event), event_json(event.event))
             version = event.version
             if isinstance(event.event, ReplyStarted):
-                async for chunk in _deltas(svc, thread_id, event, after="0-0"):
+                async for chunk in _deltas(svc, thread_id, event, after="0-0", live=live):
                     yield chunk
             if last is not None:  # told of every event, it may count them too
                 decided = await last(event)
                 until = decided if until is None else until
             if until is not None and version >= until:
                 return
+        recorded = []
+        if not caught_up:
+            recorded = await svc.store.read(thread_id, after=version, limit=PAGE)
+            caught_up, live = len(recorded) < PAGE, False
 
 
 class EventStream(StreamingResponse):
@@ -146,17 +156,20 @@ async def guarded(frames: AsyncIterator[bytes], metrics: Metrics) -> AsyncIterat
 
 
 async def _deltas(
-    svc: Services, thread_id: str, started: RecordedEvent, *, after: str
+    svc: Services, thread_id: str, started: RecordedEvent, *, after: str, live: bool = False
 ) -> AsyncIterator[bytes]:
-    """The deltas of the reply `started` began, after live entry `after`, until it closes."""
+    """The deltas of the reply `started` began, after live entry `after`, until it closes.
+    `live`: the reply has just started, and every stream of the process waits for its first
+    piece of text together; catching up, the first read does not wait (an old reply's channel
+    is gone)."""
     assert isinstance(started.event, ReplyStarted)
     reply_id = started.event.message_id
-    live = svc.engine.live
+    channel = svc.engine.live
     index, position, cursor = 0, "0-0", _order(after)
-    quiet, block = 0, None  # the first read does not wait: an old reply's channel is gone
+    quiet, block = 0, LIVE_POLL_MS if live else None
     closing = False
     while True:
-        items = await live.read(thread_id, reply_id, after=position, block_ms=block)
+        items = await channel.read(thread_id, reply_id, after=position, block_ms=block)
         block = LIVE_POLL_MS
         if not items:
             if closing:
@@ -185,10 +198,11 @@ async def _deltas(
             index += 1
 
 
-async def _wait(svc: Services, thread_id: str, version: int) -> bool:
-    """Wait for an event after `version` (up to the keep-alive); whether one came."""
+async def _next(svc: Services, thread_id: str, version: int) -> list[RecordedEvent]:
+    """The events after `version`, waited for in the hub (up to WAIT_MS); [] if none came."""
     key = svc.store.keys.stream(thread_id)
-    return bool(await svc.engine.hub.read(key, f"{version}-0", WAIT_MS))
+    rows = await svc.engine.hub.read(key, f"{version}-0", WAIT_MS)
+    return [decoded(stored_entry(entry_id, fields)) for entry_id, fields in rows]
 
 
 def _entry_id(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,7 @@ def test_settings_come_from_the_environment() -> None:
             "CODA_APPENDFSYNC": "always",
             "CODA_KEY_PREFIX": "prod",
             "CODA_PARTITIONS": "128",
+            "CODA_REDIS_MAX_CONNECTIONS": "16",
         }
     )
     assert settings == RedisSettings(
@@ -135,6 +137,7 @@ def test_settings_come_from_the_environment() -> None:
         appendfsync="always",
         prefix="prod",
         partitions=128,
+        max_connections=16,
     )
     assert settings.keys == Keyspace(prefix="prod", partitions=128)
 
@@ -142,6 +145,29 @@ def test_settings_come_from_the_environment() -> None:
 def test_a_bad_partition_count_in_the_environment_is_a_clear_error() -> None:
     with pytest.raises(StoreConfigError, match="CODA_PARTITIONS must be a whole number"):
         RedisSettings.from_env({"CODA_PARTITIONS": "many"})
+
+
+@pytest.mark.parametrize("bad", ["1", "0", "many", "-4", ""])
+def test_a_bad_connection_count_in_the_environment_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(StoreConfigError, match="CODA_REDIS_MAX_CONNECTIONS"):
+        RedisSettings.from_env({"CODA_REDIS_MAX_CONNECTIONS": bad})
+
+
+async def test_a_bounded_client_waits_for_a_free_connection_rather_than_open_more(
+    redis_url: str,
+) -> None:
+    name = f"bounded-{new_id()}"
+    client = client_for(redis_url, max_connections=2, client_name=name)
+    watcher = client_for(redis_url)
+    try:
+        blocked = [client.blpop(f"test-{new_id()}", timeout=1) for _ in range(2)]
+        answers = await asyncio.gather(*blocked, client.ping())  # the ping waits its turn
+        opened = [c for c in await watcher.client_list() if c.get("name") == name]
+        assert answers[-1] is True
+        assert len(opened) == 2
+    finally:
+        await client.aclose()
+        await watcher.aclose()
 
 
 async def test_a_cluster_scheme_selects_the_cluster_client() -> None:

@@ -662,3 +662,51 @@ def test_a_hundred_and_twenty_open_streams_do_not_take_the_api_down(
     # then the call is answered as usual, not `unavailable`.
     assert refused == [], f"{len(refused)} streams refused, the first: {refused[:1]}"
     assert other.status_code == 200, other.text
+
+
+@pytest.mark.timeout(120)
+def test_one_event_reaches_every_stream_of_a_process_with_four_connections(
+    tmp_path: Path, shared: dict[str, str], redis_url: str
+) -> None:
+    """Pins the fan-out: a process's streams wait on Redis together (one read for all of them)
+    and take what it read, not a read each, so a pool of four connections serves them all."""
+    streams = 150
+    env = {**shared, "CODA_LIMIT_STREAMS": "1000", "CODA_REDIS_MAX_CONNECTIONS": "4"}
+    before = redis_clients(redis_url)
+    with serve_coda(tmp_path / "a", env) as served:
+        thread = new_thread(served)
+        url = f"{served.url}/v1/threads/{thread}/stream"
+        auth = {"Authorization": f"Bearer {served.key()}"}
+        with contextlib.ExitStack() as open_streams:
+            followed = []
+            for _ in range(streams):
+                response = open_streams.enter_context(
+                    httpx.stream("GET", url, headers=auth, timeout=30)
+                )
+                assert response.status_code == 200
+                followed.append(response.iter_lines())
+                while "thread.started" not in next(followed[-1]):
+                    pass
+            ranges = xranges(redis_url)
+            given = httpx.post(
+                f"{served.url}/v1/threads/{thread}/feedback", json={"rating": "up"}, headers=auth
+            )
+            assert given.status_code == 201, given.text
+            reached = 0
+            for lines in followed:
+                for line in lines:
+                    assert not line.startswith("event: error"), line
+                    if line == "event: feedback.given":
+                        reached += 1
+                        break
+            ranges = xranges(redis_url) - ranges
+            used = redis_clients(redis_url) - before
+    assert reached == streams
+    assert ranges < streams // 10, f"{ranges} XRANGEs for one event to {streams} streams"
+    assert used <= 4 + 1, f"{used} connections"  # the pool, and the server's own first check
+
+
+def xranges(redis_url: str) -> int:
+    with redis.Redis.from_url(redis_url) as client:
+        stats = client.info("commandstats")
+    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
