@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(PY) bench/encoding.py
 	$(PY) bench/replay.py
 	$(PY) bench/consume.py
+	$(PY) bench/classify.py
+	$(PY) bench/turn.py
+	$(PY) bench/http_turn.py
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from typing import Any, Final, TypeAlias
 
-import msgspec
 from redis.asyncio.cluster import RedisCluster
 
 from events.errors import redis_errors
@@ -37,9 +36,14 @@ Order: TypeAlias = tuple[int, int]
 Entry: TypeAlias = tuple[str, dict[bytes, bytes]]
 
 
-class _Waiter(msgspec.Struct):
-    after: Order
-    future: asyncio.Future[list[Entry]]
+class _Waiter:
+    """One read waiting: kept in sets, by identity (thousands come and go at once)."""
+
+    __slots__ = ("after", "future")
+
+    def __init__(self, after: Order, future: asyncio.Future[list[Entry]]) -> None:
+        self.after = after
+        self.future = future
 
 
 class StreamHub:
@@ -98,14 +102,14 @@ class _Group:
     def __init__(self, hub: StreamHub, wake_key: str) -> None:
         self.hub = hub
         self.wake_key = wake_key
-        self.waiters: dict[str, list[_Waiter]] = {}
+        self.waiters: dict[str, set[_Waiter]] = {}
         self.task: asyncio.Task[None] | None = None
         self.reading: dict[str, Order] | None = None  # what the read in flight covers
         self.woken = False
         self.wake_seen = "0-0"
 
     async def add(self, key: str, waiter: _Waiter) -> None:
-        self.waiters.setdefault(key, []).append(waiter)
+        self.waiters.setdefault(key, set()).add(waiter)
         if self.task is None:
             self.task = asyncio.create_task(self._run(), name=f"hub:{self.wake_key}")
             return
@@ -127,8 +131,8 @@ class _Group:
 
     def remove(self, key: str, waiter: _Waiter) -> None:
         waiting = self.waiters.get(key)
-        if waiting is not None and waiter in waiting:
-            waiting.remove(waiter)
+        if waiting is not None:
+            waiting.discard(waiter)
             if not waiting:
                 del self.waiters[key]
 
@@ -166,22 +170,28 @@ class _Group:
         """Give each waiter of `key` the rows after its own entry. The rows follow `read_from`:
         a waiter that came since, from an earlier entry, would miss those between; it waits
         for the next read, which starts from its entry."""
-        kept = []
+        kept = set()
+        orders = [_order(row[0]) for row in rows]
         for waiter in self.waiters.get(key, ()):
             if waiter.future.done():
                 continue
             if waiter.after < read_from:
-                kept.append(waiter)
+                kept.add(waiter)
                 continue
-            new = [row for row in rows if _order(row[0]) > waiter.after]
+            # Most waiters stand where the read started: they share one list of rows.
+            new = rows if waiter.after == read_from else _after(rows, orders, waiter.after)
             if new:
                 waiter.future.set_result(new)
             else:
-                kept.append(waiter)
+                kept.add(waiter)
         if kept:
             self.waiters[key] = kept
         else:
             self.waiters.pop(key, None)
+
+
+def _after(rows: list[Entry], orders: list[Order], after: Order) -> list[Entry]:
+    return [row for row, order in zip(rows, orders, strict=True) if order > after]
 
 
 def _slot_tag(key: str) -> str:

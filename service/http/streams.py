@@ -12,8 +12,9 @@ sent again; the reply's final event carries the whole text.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final, NamedTuple
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 from starlette.responses import StreamingResponse
@@ -34,6 +35,10 @@ KEEP_ALIVE_MS: Final = 15_000
 WAIT_MS: Final = 5_000
 MAX_VERSION: Final = 2**53
 PAGE: Final = 100  # events a stream reads at a time while it catches up
+RECENT: Final = 4096  # events decoded and frames encoded once for every stream, kept
+
+K = TypeVar("K")
+V = TypeVar("V")
 # How long a stream waits on a reply's live channel before it looks at the thread again: a
 # generation whose owner died is closed (`recover`) soon after its lease, not a keep-alive later.
 LIVE_POLL_MS: Final = 1_000
@@ -104,7 +109,7 @@ async def thread_frames(
                 continue
         quiet = 0
         for event in recorded:
-            yield frame(str(event.version), tag_of(event.event), event_json(event.event))
+            yield _event_frame(thread_id, event)
             version = event.version
             if isinstance(event.event, ReplyStarted):
                 async for chunk in _deltas(svc, thread_id, event, after="0-0", live=live):
@@ -199,10 +204,50 @@ async def _deltas(
 
 
 async def _next(svc: Services, thread_id: str, version: int) -> list[RecordedEvent]:
-    """The events after `version`, waited for in the hub (up to WAIT_MS); [] if none came."""
+    """The events after `version`, waited for in the hub (up to WAIT_MS); [] if none came.
+    Every stream of the thread gets the same rows: the first decodes them for all."""
     key = svc.store.keys.stream(thread_id)
     rows = await svc.engine.hub.read(key, f"{version}-0", WAIT_MS)
-    return [decoded(stored_entry(entry_id, fields)) for entry_id, fields in rows]
+    events = []
+    for entry_id, fields in rows:
+        known = (thread_id, entry_id, fields.get(b"hash", b""))
+        event = _DECODED.get(known)
+        if event is None:
+            event = _DECODED.put(known, decoded(stored_entry(entry_id, fields)))
+        events.append(event)
+    return events
+
+
+def _event_frame(thread_id: str, event: RecordedEvent) -> bytes:
+    """The frame of a durable event, encoded once for every stream that sends it (the chain
+    hash in the key: a version that Redis lost and was written again is another event)."""
+    known = (thread_id, event.version, event.hash)
+    shown = _FRAMES.get(known)
+    if shown is None:
+        data = event_json(event.event)
+        shown = _FRAMES.put(known, frame(str(event.version), tag_of(event.event), data))
+    return shown
+
+
+class _Recent(Generic[K, V]):
+    """The last `size` values put, by key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        return self._kept.get(key)
+
+    def put(self, key: K, value: V) -> V:
+        self._kept[key] = value
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return value
+
+
+_DECODED: Final[_Recent[tuple[str, str, bytes], RecordedEvent]] = _Recent(RECENT)
+_FRAMES: Final[_Recent[tuple[str, int, bytes], bytes]] = _Recent(RECENT)
 
 
 def _entry_id(text: str) -> bool:
