@@ -54,7 +54,7 @@ def metrics(request: Request) -> Metrics:
 
 async def caller(request: Request) -> Principal:
     """The principal of the request's bearer key; 401 without a valid one."""
-    known = getattr(request.state, "principal", None)
+    known = kept(request, "principal")
     if known is not None:
         return cast(Principal, known)
     header = request.headers.get("authorization", "")
@@ -64,7 +64,7 @@ async def caller(request: Request) -> Principal:
     principal = await services(request).keys.principal(key.strip())
     if principal is None:
         raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
-    request.state.principal = principal
+    keep(request, "principal", principal)
     return principal
 
 
@@ -108,7 +108,7 @@ def if_match(request: Request) -> int | None:
 
 def limits_of(request: Request) -> Limits:
     """The limits of the request's key: its own, over the defaults."""
-    principal = getattr(request.state, "principal", None)
+    principal = cast(Principal | None, kept(request, "principal"))
     defaults = services(request).limits
     return defaults.over(principal.limits) if principal is not None else defaults
 
@@ -120,7 +120,7 @@ async def body_of(request: Request, kind: type[T]) -> T:
 
 async def raw_body(request: Request) -> bytes:
     """The body's bytes, read once (413 past the key's body limit, and no further)."""
-    known = getattr(request.state, "raw_body", None)
+    known = kept(request, "raw_body")
     if known is not None:
         return cast(bytes, known)
     limit = limits_of(request).body_bytes
@@ -135,5 +135,16 @@ async def raw_body(request: Request) -> bytes:
         raw += chunk
         if len(raw) > limit:
             raise too_large
-    request.state.raw_body = body = bytes(raw)
-    return body
+    return cast(bytes, keep(request, "raw_body", bytes(raw)))
+
+
+def kept(request: Request, name: str) -> object | None:
+    """What the request's handlers keep for each other (the principal, the body), if any: the
+    request's state dict, read without `request.state`, which raises on every miss."""
+    state: dict[str, object] = request.scope.setdefault("state", {})
+    return state.get(name)
+
+
+def keep(request: Request, name: str, value: object) -> object:
+    request.scope.setdefault("state", {})[name] = value
+    return value

@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from events.errors import redis_errors
 from events.schema import new_id
-from service.http.context import caller, raw_body, services
+from service.http.context import caller, keep, kept, raw_body, services
 from service.http.problems import Problem, handle, problem_of
 
 HEADER: Final = "idempotency-key"
@@ -100,7 +100,7 @@ def idempotent(handler: Endpoint, *, rerun: bool = False) -> Endpoint:
             )
         if replayed and not rerun:
             return _replayed(await _answer_of(request, name, record))
-        request.state.request_id = record.request_id
+        keep(request, "request_id", record.request_id)
         if rerun:
             response = await handler(request)
             return _replayed(response) if replayed else response
@@ -124,7 +124,7 @@ def idempotent(handler: Endpoint, *, rerun: bool = False) -> Endpoint:
 
 def request_id(request: Request) -> str | None:
     """The id the request's key gave it, for what the handler creates (None without a key)."""
-    return getattr(request.state, "request_id", None)
+    return cast(str | None, kept(request, "request_id"))
 
 
 async def _claim(request: Request, name: str, fingerprint: str, rerun: bool) -> tuple[Record, bool]:

@@ -50,9 +50,20 @@ class Metrics:
             "coda_end_rejections", "Requests to end that were refused", ["actor"], registry=registry
         )
         self.stream_clients = Gauge("coda_stream_clients", "Event streams open", registry=registry)
+        self._requests: dict[tuple[str, str, int], Counter] = {}
         self.redis_seconds = Histogram(
             "coda_redis_seconds", "Time of the thread reads requests make", registry=registry
         )
+
+    def request(self, method: str, route: str, status: int) -> Counter:
+        """The requests counter of one method, route and status (found once, then kept:
+        `labels` is not free, and every request counts)."""
+        child = self._requests.get((method, route, status))
+        if child is None:
+            child = self._requests[(method, route, status)] = self.requests.labels(
+                method, route, str(status)
+            )
+        return child
 
     @contextmanager
     def timed(self) -> Iterator[None]:
@@ -82,8 +93,8 @@ class RequestCounter:
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 route = scope.get("route")
-                self.metrics.requests.labels(
-                    scope["method"], getattr(route, "path", UNMATCHED), str(message["status"])
+                self.metrics.request(
+                    scope["method"], getattr(route, "path", UNMATCHED), message["status"]
                 ).inc()
             await send(message)
 

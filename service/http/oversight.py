@@ -11,13 +11,14 @@ from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from projections.analytics import AnalyticsRangeError, days, read_analytics
 from projections.audit import audit
 from service.http.context import caller, services, thread_for
 from service.http.principals import Principal
 from service.http.problems import Problem
+from service.http.representations import JSONBody
 
 DEFAULT_DAYS: Final = 30  # the summary's range when `from` is not given, ending at `to`
 
@@ -31,7 +32,7 @@ async def thread_audit(request: Request) -> Response:
     body = msgspec.to_builtins(report)
     body["ok"] = report.ok
     body["first_bad_version"] = report.first_bad_version
-    return JSONResponse(body)
+    return JSONBody(body)
 
 
 async def analytics_summary(request: Request) -> Response:
@@ -57,7 +58,7 @@ async def analytics_summary(request: Request) -> Response:
         "totals": dict(sorted(totals.items())),
         "days": [{"day": day, "counters": dict(sorted(c.items()))} for day, c in counted.items()],
     }
-    return JSONResponse(body)
+    return JSONBody(body)
 
 
 async def _overseer(request: Request) -> Principal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import msgspec
+from starlette.responses import Response
 
 from events.schema import AnyEvent
 from projections.branches import active_tip, end_of, path, status
@@ -13,6 +14,17 @@ from service.classifier import Classification
 from service.replies import Outcome
 
 ALLOWED_AFTER_END: Final = ("new_thread", "edit", "feedback")
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+class JSONBody(Response):
+    """A JSON answer, encoded by msgspec (Starlette's JSONResponse goes through `json`)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
 
 
 # What clients are not shown of an event: which process runs a generation (its host and pid).

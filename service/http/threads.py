@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final, Literal, cast
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from events.errors import ThreadEndedError, redis_errors
 from events.schema import (
@@ -25,7 +25,7 @@ from service.http.context import (
 )
 from service.http.idempotency import request_id
 from service.http.problems import Problem
-from service.http.representations import event_json, thread_json, thread_with_messages
+from service.http.representations import JSONBody, event_json, thread_json, thread_with_messages
 from service.http.streams import Cursor, EventStream, thread_frames
 from service.http.turns import ended_problem, user
 
@@ -250,7 +250,7 @@ def _integer(request: Request, name: str, default: int, low: int, high: int | No
 
 def _json(body: Any, status: int = 200, *, version: int | None = None) -> Response:
     headers = {"ETag": f'"{version}"'} if version is not None else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONBody(body, status_code=status, headers=headers)
 
 
 def _str(value: object) -> str:

@@ -14,7 +14,7 @@ from typing import Final
 import anyio
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from events.errors import ThreadEndedError
 from events.records import RecordedEvent
@@ -44,7 +44,7 @@ from service.http.limits import Slot
 from service.http.metrics import Metrics
 from service.http.principals import Principal
 from service.http.problems import Problem
-from service.http.representations import ended_json, turn_json
+from service.http.representations import JSONBody, ended_json, turn_json
 from service.http.streams import MEDIA_TYPE as SSE
 from service.http.streams import Cursor, EventStream, thread_frames
 from service.turns import Turn
@@ -185,7 +185,7 @@ async def _finished(request: Request, turn: Turn) -> Response:
     if state is None or reply is None or reply.kind == "pending":
         state = await engine.reader.state(turn.thread_id)
     body = turn_json(state, turn.classification, outcome)
-    return JSONResponse(body, headers={"ETag": f'"{state.version}"'})
+    return JSONBody(body, headers={"ETag": f'"{state.version}"'})
 
 
 async def _streamed(request: Request, svc: Services, turn: Turn, slot: Slot) -> Response:
