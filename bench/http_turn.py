@@ -188,14 +188,17 @@ def run(url: str, args: argparse.Namespace, data_dir: Path) -> None:
     ]
     with server(coda_cmd, env, coda_port) as coda, server(bare_cmd, env, bare_port) as bare:
         auth = {"Authorization": f"Bearer {(data_dir / 'dev-key').read_text().strip()}"}
-        threads = new_threads(coda, auth, args.clients)
-        coda_paths = [f"/v1/threads/{t}/messages" for t in threads]
+
+        def fresh() -> list[str]:  # every round starts new conversations, made untimed
+            return [f"/v1/threads/{t}/messages" for t in new_threads(coda, auth, args.clients)]
+
         bare_paths = [f"/bare/{i}" for i in range(args.clients)]
-        asyncio.run(drive(coda, coda_paths, auth, 1.0))  # warm both up
+        asyncio.run(drive(coda, fresh(), auth, 1.0, args.per_thread))  # warm both up
         asyncio.run(drive(bare, bare_paths, {}, 1.0))
         rounds = []
         for _ in range(args.rounds):
-            taken = asyncio.run(drive(coda, coda_paths, auth, args.seconds, args.per_thread))
+            paths = fresh()
+            taken = asyncio.run(drive(coda, paths, auth, args.seconds, args.per_thread))
             turns = taken / args.seconds
             xadds = asyncio.run(drive(bare, bare_paths, {}, args.seconds)) / args.seconds
             rounds.append((turns / xadds, turns, xadds))
@@ -226,7 +229,7 @@ def baseline() -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--per-thread", type=int, default=20, help="turns a conversation has (0: no limit)"

@@ -75,6 +75,19 @@ class RedisSettings:
         return Keyspace(prefix=self.prefix, partitions=self.partitions)
 
 
+def pool_exhausted(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is a bounded pool's wait for a free connection
+    running out: the process is busy, Redis itself may be fine."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, redis.exceptions.ConnectionError) and isinstance(
+            seen.__cause__, TimeoutError
+        ):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def client_for(
     url: str, *, cluster: bool = False, max_connections: int | None = None, **options: Any
 ) -> Redis:

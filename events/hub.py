@@ -23,7 +23,8 @@ from typing import Any, Final, TypeAlias
 
 from redis.asyncio.cluster import RedisCluster
 
-from events.errors import redis_errors
+from events.connect import pool_exhausted
+from events.errors import StoreUnavailableError, redis_errors
 from events.keys import Keyspace
 from events.schema import new_id
 from events.store import Redis
@@ -148,6 +149,10 @@ class _Group:
                         reply: Any = await self.hub.redis.xread(
                             streams, block=self.hub.block_ms, count=self.hub.count
                         )
+                except StoreUnavailableError as exc:
+                    if not pool_exhausted(exc):
+                        raise
+                    continue  # the process is busy, Redis is not gone: wait for a connection
                 finally:
                     self.reading = None
                 for stream, entries in reply or ():

@@ -150,7 +150,7 @@ class Runner:
         )
         try:
             result = await self._generate(job)
-            outcome, ours = await self._record(job, result)
+            outcome, ours, recorded = await self._record(job, result)
             # The text not relayed yet, the outcome and the lease's release: one round trip. A
             # generation another process closed (it thought the owner lost) was closed there.
             with redis_errors():
@@ -162,8 +162,7 @@ class Runner:
                 self.leases.queue_release(pipe, job.thread_id, job.reply_id)
                 await pipe.execute()
             if ours and outcome.ended is not None and outcome.ended.scope == "thread":
-                state = self.reader.cached(job.thread_id)
-                await self.stop_cut_off(state or await self.reader.state(job.thread_id))
+                await self.stop_cut_off(recorded)
             return outcome
         finally:
             first_renewal.cancel()
@@ -175,11 +174,14 @@ class Runner:
         """Stop the generations a thread-wide end cut off, here or in another process: their
         replies can no longer be recorded (the thread shows them failed), and the model's work
         would be for nothing."""
-        for reply in state.messages.values():
-            if reply.failure != "ended" or self.cancel(reply.id, ("cancelled", "ended")):
-                continue
-            if await self.leases.alive(state.thread_id, reply.id, reply.lease_expires_at):
-                await self.leases.request_cancel(state.thread_id, reply.id)
+        try:
+            for reply in state.messages.values():
+                if reply.failure != "ended" or self.cancel(reply.id, ("cancelled", "ended")):
+                    continue
+                if await self.leases.alive(state.thread_id, reply.id, reply.lease_expires_at):
+                    await self.leases.request_cancel(state.thread_id, reply.id)
+        except EventStoreError as exc:  # the end is recorded: a stop missed costs only work
+            log.warning("thread %s: generations cut off not stopped: %s", state.thread_id, exc)
 
     def cancel(self, reply_id: str, why: tuple[Reason, str] = ("cancelled", "cancelled")) -> bool:
         """Stop a generation running in this process, to be recorded as failed for `why`;
@@ -275,9 +277,10 @@ class Runner:
         result.tail = "".join(queued)
         return result
 
-    async def _record(self, job: Job, result: _Result) -> tuple[Outcome, bool]:
+    async def _record(self, job: Job, result: _Result) -> tuple[Outcome, bool, ThreadState]:
         """Append the reply (with an end or a refused end), retried over concurrent writes;
-        and whether this append closed the generation (False: another process had)."""
+        whether this append closed the generation (False: another process had), and the
+        thread as it then stood."""
         cached = self.reader.cached(job.thread_id)
         for _ in range(MAX_ATTEMPTS):
             # The state this process holds is used first; the version check catches a stale one.
@@ -287,9 +290,8 @@ class Runner:
                 if cached is not None:
                     cached = None  # perhaps only behind: look at the stored thread
                     continue
-                return outcome_of(
-                    state, job.message_id, job.reply_id
-                ), False  # closed meanwhile: ended, or lost
+                # Closed meanwhile: ended, or lost.
+                return outcome_of(state, job.message_id, job.reply_id), False, state
             cached = None
             events = closing_events(
                 job, state, result.text, result.calls, result.finish, result.failure
@@ -300,5 +302,5 @@ class Runner:
                 continue  # the next read shows what changed, or what closed the generation
             after = self.reader.advance(state, events, appended)
             state = after or await self.reader.state(job.thread_id)
-            return outcome_of(state, job.message_id, job.reply_id), True
+            return outcome_of(state, job.message_id, job.reply_id), True, state
         raise EngineError(f"thread {job.thread_id!r}: could not record reply {job.reply_id!r}")

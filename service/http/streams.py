@@ -11,7 +11,9 @@ sent again; the reply's final event carries the whole text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, Generic, NamedTuple, TypeVar
@@ -35,6 +37,7 @@ KEEP_ALIVE_MS: Final = 15_000
 WAIT_MS: Final = 5_000
 MAX_VERSION: Final = 2**53
 PAGE: Final = 100  # events a stream reads at a time while it catches up
+LAST_SEQ: Final = 2**64 - 1  # `<version>-<LAST_SEQ>`: after every entry of that version
 RECENT: Final = 4096  # events decoded and frames encoded once for every stream, kept
 
 K = TypeVar("K")
@@ -83,9 +86,12 @@ async def thread_frames(
     *,
     resumed: bool = True,
     last: Callable[[RecordedEvent], Awaitable[int | None]] | None = None,
+    only: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The thread's frames after `cursor`, waiting for more (with keep-alive comments); until
-    the version `last` names once it has seen the event that decides it, or for ever."""
+    the version `last` names once it has seen the event that decides it, or for ever. With
+    `only`, the deltas of that reply alone are followed (a turn's own stream is not held up
+    by a reply of another branch); other replies are seen by their events."""
     version = cursor.version
     until: int | None = None
     if resumed and version > 0:  # after a reply.started, or one of its deltas: its deltas first
@@ -93,7 +99,7 @@ async def thread_frames(
         if started and isinstance(started[0].event, ReplyStarted):
             async for chunk in _deltas(svc, thread_id, started[0], after=cursor.entry or "0-0"):
                 yield chunk
-    quiet = 0
+    sent = time.monotonic()
     # Catching up, the stream reads its own pages; caught up, it waits in the process's hub,
     # which reads each new event once for every stream of the thread.
     recorded = await svc.store.read(thread_id, after=version, limit=PAGE)
@@ -102,17 +108,19 @@ async def thread_frames(
         if not recorded:
             recorded, live = await _next(svc, thread_id, version), True
             if not recorded:
-                quiet += WAIT_MS
-                if quiet >= KEEP_ALIVE_MS:
-                    quiet = 0
+                if time.monotonic() - sent >= KEEP_ALIVE_MS / 1000:
+                    sent = time.monotonic()
                     yield KEEP_ALIVE
                 continue
-        quiet = 0
-        for event in recorded:
+        sent = time.monotonic()
+        for i, event in enumerate(recorded):
             yield _event_frame(thread_id, event)
             version = event.version
-            if isinstance(event.event, ReplyStarted):
-                async for chunk in _deltas(svc, thread_id, event, after="0-0", live=live):
+            if isinstance(event.event, ReplyStarted) and only in (None, event.event.message_id):
+                # Just started if nothing came after it: every stream waits for its text in
+                # the hub together. Behind it, the reply may be long over (its channel gone).
+                just_started = live and i == len(recorded) - 1
+                async for chunk in _deltas(svc, thread_id, event, after="0-0", live=just_started):
                     yield chunk
             if last is not None:  # told of every event, it may count them too
                 decided = await last(event)
@@ -179,14 +187,11 @@ async def _deltas(
         if not items:
             if closing:
                 return  # recorded, and nothing more on its channel: the event has the text
-            state = await svc.engine.reader.state(thread_id)
-            reply = state.messages.get(reply_id)
-            if reply is None or reply.kind != "pending":
+            if not await _still_running(svc, thread_id, reply_id):
                 # Recorded: its owner writes the last piece and the close just after, so
                 # look once more, without waiting, before leaving it to the reply's event.
                 closing, block = True, None
                 continue
-            await svc.engine.recover(thread_id)
             quiet += LIVE_POLL_MS
             if quiet >= KEEP_ALIVE_MS:
                 quiet = 0
@@ -203,13 +208,39 @@ async def _deltas(
             index += 1
 
 
+async def _still_running(svc: Services, thread_id: str, reply_id: str) -> bool:
+    """Whether the reply is still being generated, its generation closed if its owner is gone:
+    one look a process and poll period, shared by every stream that follows the reply (a
+    silent generation must not cost a read a second for each of thousands of streams)."""
+    now = time.monotonic()
+    known = _LOOKS.get((thread_id, reply_id))
+    if known is None or known[0] < now:
+        for stale in [k for k, (until, _) in _LOOKS.items() if until < now]:
+            del _LOOKS[stale]
+        look = asyncio.ensure_future(_look(svc, thread_id, reply_id))
+        known = _LOOKS[(thread_id, reply_id)] = (now + LIVE_POLL_MS / 2000, look)
+    return await asyncio.shield(known[1])  # a stream that leaves does not stop the others'
+
+
+async def _look(svc: Services, thread_id: str, reply_id: str) -> bool:
+    state = await svc.engine.reader.state(thread_id)
+    reply = state.messages.get(reply_id)
+    if reply is None or reply.kind != "pending":
+        return False
+    await svc.engine.recover(thread_id)
+    return True
+
+
 async def _next(svc: Services, thread_id: str, version: int) -> list[RecordedEvent]:
     """The events after `version`, waited for in the hub (up to WAIT_MS); [] if none came.
     Every stream of the thread gets the same rows: the first decodes them for all."""
     key = svc.store.keys.stream(thread_id)
-    rows = await svc.engine.hub.read(key, f"{version}-0", WAIT_MS)
+    rows = await svc.engine.hub.read(key, f"{version}-{LAST_SEQ}", WAIT_MS)
     events = []
     for entry_id, fields in rows:
+        if not _entry_id(entry_id) or not entry_id.endswith("-0"):
+            log.warning("thread %s: stream entry %s was not written by coda", thread_id, entry_id)
+            continue
         known = (thread_id, entry_id, fields.get(b"hash", b""))
         event = _DECODED.get(known)
         if event is None:
@@ -247,6 +278,7 @@ class _Recent(Generic[K, V]):
 
 
 _DECODED: Final[_Recent[tuple[str, str, bytes], RecordedEvent]] = _Recent(RECENT)
+_LOOKS: Final[dict[tuple[str, str], tuple[float, asyncio.Future[bool]]]] = {}
 _FRAMES: Final[_Recent[tuple[str, int, bytes], bytes]] = _Recent(RECENT)
 
 

@@ -212,7 +212,9 @@ async def _streamed(request: Request, svc: Services, turn: Turn, slot: Slot) -> 
             return recorded.version  # it closes the reply too, if still running
         return None
 
-    frames = thread_frames(svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last)
+    frames = thread_frames(
+        svc, turn.thread_id, Cursor(first - 1), resumed=False, last=last, only=turn.reply_id
+    )
     return EventStream(frames, counted, svc.counting, slot)
 
 
