@@ -38,7 +38,9 @@ WAIT_MS: Final = 5_000
 MAX_VERSION: Final = 2**53
 PAGE: Final = 100  # events a stream reads at a time while it catches up
 LAST_SEQ: Final = 2**64 - 1  # `<version>-<LAST_SEQ>`: after every entry of that version
-RECENT: Final = 4096  # events decoded and frames encoded once for every stream, kept
+# Events decoded and frames encoded once for every stream are kept, up to this many bytes (of
+# stored event, of frame) each: a few hundred ordinary events, a few dozen of the largest.
+RECENT_BYTES: Final = 4 * 1024 * 1024
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -244,7 +246,8 @@ async def _next(svc: Services, thread_id: str, version: int) -> list[RecordedEve
         known = (thread_id, entry_id, fields.get(b"hash", b""))
         event = _DECODED.get(known)
         if event is None:
-            event = _DECODED.put(known, decoded(stored_entry(entry_id, fields)))
+            entry = stored_entry(entry_id, fields)
+            event = _DECODED.put(known, decoded(entry), len(entry.data))
         events.append(event)
     return events
 
@@ -256,30 +259,36 @@ def _event_frame(thread_id: str, event: RecordedEvent) -> bytes:
     shown = _FRAMES.get(known)
     if shown is None:
         data = event_json(event.event)
-        shown = _FRAMES.put(known, frame(str(event.version), tag_of(event.event), data))
+        encoded = frame(str(event.version), tag_of(event.event), data)
+        shown = _FRAMES.put(known, encoded, len(encoded))
     return shown
 
 
 class _Recent(Generic[K, V]):
-    """The last `size` values put, by key."""
+    """The values put last, by key, as many as fit in `budget` (each put with its weight)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._kept: OrderedDict[K, V] = OrderedDict()
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.weight = 0
+        self._kept: OrderedDict[K, tuple[V, int]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
-        return self._kept.get(key)
+        kept = self._kept.get(key)
+        return kept[0] if kept is not None else None
 
-    def put(self, key: K, value: V) -> V:
-        self._kept[key] = value
-        if len(self._kept) > self.size:
-            self._kept.popitem(last=False)
+    def put(self, key: K, value: V, weight: int) -> V:
+        if key in self._kept:
+            self.weight -= self._kept.pop(key)[1]
+        self._kept[key] = (value, weight)
+        self.weight += weight
+        while self.weight > self.budget and len(self._kept) > 1:
+            self.weight -= self._kept.popitem(last=False)[1][1]
         return value
 
 
-_DECODED: Final[_Recent[tuple[str, str, bytes], RecordedEvent]] = _Recent(RECENT)
+_DECODED: Final[_Recent[tuple[str, str, bytes], RecordedEvent]] = _Recent(RECENT_BYTES)
 _LOOKS: Final[dict[tuple[str, str], tuple[float, asyncio.Future[bool]]]] = {}
-_FRAMES: Final[_Recent[tuple[str, int, bytes], bytes]] = _Recent(RECENT)
+_FRAMES: Final[_Recent[tuple[str, int, bytes], bytes]] = _Recent(RECENT_BYTES)
 
 
 def _entry_id(text: str) -> bool:

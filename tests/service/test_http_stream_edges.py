@@ -144,3 +144,14 @@ async def test_a_stream_that_fell_behind_does_not_wait_on_each_expired_channel_i
             await frames.aclose()
     # then what it missed comes at once: the final events carry the text.
     assert took < 1.0, f"{replies} replies whose channels expired took {took:.1f} s"
+
+
+def test_what_streams_share_is_kept_within_a_budget_of_bytes() -> None:
+    from service.http.streams import _Recent
+
+    kept: _Recent[str, int] = _Recent(10)
+    for name, weight in [("a", 4), ("b", 4), ("c", 4)]:
+        kept.put(name, weight, weight)
+    assert (kept.get("a"), kept.get("b"), kept.get("c"), kept.weight) == (None, 4, 4, 8)
+    kept.put("huge", 50, 50)  # over the budget alone: kept, the rest goes
+    assert (kept.get("b"), kept.get("huge"), kept.weight) == (None, 50, 50)
