@@ -50,7 +50,7 @@ async def test_many_waiters_on_many_keys_share_one_read(client: Redis, keys: Key
             for t in threads
             for _ in range(25)
         ]
-        await asyncio.sleep(0.2)  # all of them blocked
+        await _in_flight(hub, *(keys.stream(t) for t in threads))  # all of them blocked
         groups = len({keys.partition(t) for t in threads})
         assert 1 <= hub.readers <= (groups if _is_cluster(client) else 1)
         for t in threads:
@@ -71,7 +71,7 @@ async def test_a_waiter_on_a_key_the_blocked_read_misses_wakes_it(
     hub = StreamHub(client, keys, block_ms=10_000)
     try:
         first = asyncio.create_task(hub.read(keys.stream("a"), "0-0", 10_000))
-        await asyncio.sleep(0.2)  # the group's read now blocks on "a" alone
+        await _in_flight(hub, keys.stream("a"))  # the group's read now blocks on "a" alone
         writer = asyncio.create_task(_later(client, keys.stream("b"), b"b", seconds=0.2))
         # Given the read in flight does not cover "b", without a wake this would wait 10 s.
         rows = await hub.read(keys.stream("b"), "0-0", 3_000)
@@ -107,11 +107,13 @@ async def test_a_waiter_that_leaves_is_forgotten(client: Redis, keys: Keyspace) 
     key = keys.stream("t")
     try:
         gone = asyncio.create_task(hub.read(key, "0-0", 10_000))
-        await asyncio.sleep(0.1)
+        await _in_flight(hub, key)
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
-        await asyncio.sleep(0.5)  # the read in flight returns, and nobody is left to read for
+        # The read in flight returns (within its 300 ms), and nobody is left to read for.
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(g.task for g in hub._groups.values() if g.task is not None))
         assert hub.readers == 0
     finally:
         await hub.aclose()
@@ -129,6 +131,16 @@ async def test_redis_down_is_the_waiters_error(keys: Keyspace) -> None:
     finally:
         await hub.aclose()
         await client.aclose()
+
+
+async def _in_flight(hub: StreamHub, *keys: str) -> None:
+    """Until a read of the hub covers every one of `keys` (the checkpoint the tests wait on)."""
+    for _ in range(1_000):  # 5 s at most
+        groups = hub._groups.values()
+        if all(any(g.reading and key in g.reading for g in groups) for key in keys):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no read of the hub covers {keys}")
 
 
 def _is_cluster(client: Redis) -> bool:
