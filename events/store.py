@@ -15,6 +15,7 @@ import redis.asyncio.cluster
 from redis.exceptions import NoScriptError
 
 from events.chain import GENESIS, Sealer, chain_hash
+from events.coalesce import Coalescer
 from events.errors import (
     ChainError,
     ConcurrencyError,
@@ -79,6 +80,7 @@ class RedisEventStore:
         self._sealer = Sealer(seal_key)
         self._heads: dict[str, tuple[int, bytes]] = {}
         self._head_cache_size = head_cache_size
+        self._coalescer = Coalescer(client)
         self._append_keys = functools.lru_cache(maxsize=head_cache_size)(self._encoded_keys)
 
     async def append(
@@ -116,7 +118,7 @@ class RedisEventStore:
         self, keys: Sequence[str | bytes], args: Sequence[bytes], script: Script = APPEND
     ) -> Any:
         """EVALSHA a script, sending it again if Redis lost it (a restart, SCRIPT FLUSH)."""
-        run = self.redis.execute_command  # the cluster client routes EVALSHA by its keys
+        run = self._coalescer.execute  # the cluster client routes EVALSHA by its keys
         with redis_errors():
             try:
                 return await run("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -121,3 +121,24 @@ async def test_a_script_reply_lost_on_the_wire_is_retried_without_a_duplicate(
     assert [e.event for e in events[1:]] == batch
     assert len(await store.read_feed(keys.partition(T))) == 3
     assert (await store.verify(T)).ok
+
+
+async def test_appends_sent_together_whose_replies_are_lost_are_retried_without_duplicates(
+    proxied_store: tuple[RedisEventStore, ReplyDroppingProxy], keys: Keyspace
+) -> None:
+    store, proxy = proxied_store
+    threads = [f"{T}-{i}" for i in range(4)]
+    for thread in threads:
+        await store.append(thread, [started(thread)], 0)
+    batches = {t: [posted(t, "m1", None), replied(t, "r1", "m1")] for t in threads}
+
+    proxy.armed = True
+    results = await asyncio.gather(*(store.append(t, batches[t], 1) for t in threads))
+
+    assert proxy.dropped == 1
+    assert [(r.first_version, r.last_version, r.replayed) for r in results] == [(2, 3, True)] * 4
+    for thread in threads:
+        assert [e.event for e in (await store.read(thread))[1:]] == batches[thread]
+        assert (await store.verify(thread)).ok
+    partitions = {keys.partition(t) for t in threads}
+    assert sum([len(await store.read_feed(p)) for p in partitions]) == 12  # 3 events a thread

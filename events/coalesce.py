@@ -1,0 +1,69 @@
+"""Commands issued in the same turn of the event loop, sent to Redis in one pipeline.
+
+A server has many appends in flight at once (one per turn being taken); each sent on its own
+pays a round trip and the client's per-command work. A command here waits only until the loop
+next runs its ready callbacks: a lone command goes out at once, and commands issued together
+share one write and one read (as ioredis's auto-pipelining does). The pipeline is not a
+transaction: each command stays what it was (an append is still one atomic script) and a failed
+command fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from events.store import Redis
+
+
+class _Command(NamedTuple):
+    args: tuple[Any, ...]
+    answer: asyncio.Future[Any]
+
+
+class Coalescer:
+    """Sends the commands issued while the loop is busy elsewhere together."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._waiting: list[_Command] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def execute(self, *args: Any) -> Any:
+        """The command's reply, or its error, as `execute_command` would give them."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            task = loop.create_task(self._send())
+            self._sending.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._sending.discard)
+        answer: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append(_Command(args, answer))
+        return await answer
+
+    async def _send(self) -> None:
+        commands = [c for c in self._waiting if not c.answer.done()]  # not cancelled meanwhile
+        self._waiting = []
+        if not commands:
+            return
+        try:
+            if len(commands) == 1:
+                replies: list[Any] = [await self._client.execute_command(*commands[0].args)]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command.args)
+                replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for command in commands:
+                command.answer.cancel()
+            raise
+        except Exception as exc:
+            replies = [exc] * len(commands)
+        for command, reply in zip(commands, replies, strict=True):
+            if command.answer.done():
+                continue
+            if isinstance(reply, Exception):
+                command.answer.set_exception(reply)
+            else:
+                command.answer.set_result(reply)

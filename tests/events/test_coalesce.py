@@ -1,0 +1,144 @@
+"""Commands issued together go to Redis in one pipeline, each still answered as its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from events.coalesce import Coalescer
+from events.errors import ConcurrencyError
+from events.keys import Keyspace
+from events.store import APPEND, Redis, RedisEventStore
+from tests.factories import posted, started
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingPipelines:
+    """Records how many commands each pipeline the client opens carries."""
+
+    def __init__(self, client: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        make = client.pipeline
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = make(*args, **kwargs)
+            execute = pipe.execute
+
+            async def counted(*a: Any, **kw: Any) -> Any:
+                self.sizes.append(len(pipe))
+                return await execute(*a, **kw)
+
+            monkeypatch.setattr(pipe, "execute", counted)
+            return pipe
+
+        monkeypatch.setattr(client, "pipeline", pipeline)
+
+
+async def test_commands_issued_together_share_one_pipeline(
+    client: Redis, keys: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines = CountingPipelines(client, monkeypatch)
+    coalescer = Coalescer(client)
+    names = [f"{keys.prefix}:k{i}" for i in range(8)]
+
+    replies = await asyncio.gather(*(coalescer.execute("SET", n, i) for i, n in enumerate(names)))
+
+    assert replies == [True] * 8
+    assert pipelines.sizes == [8]
+    assert [await client.get(n) for n in names] == [str(i).encode() for i in range(8)]
+
+
+async def test_a_lone_command_goes_out_on_its_own(
+    client: Redis, keys: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines = CountingPipelines(client, monkeypatch)
+    coalescer = Coalescer(client)
+
+    assert await coalescer.execute("SET", f"{keys.prefix}:a", "1") is True
+    assert await coalescer.execute("GET", f"{keys.prefix}:a") == b"1"
+    assert pipelines.sizes == []
+
+
+async def test_a_failing_command_fails_alone(client: Redis, keys: Keyspace) -> None:
+    coalescer = Coalescer(client)
+    text, other = f"{keys.prefix}:text", f"{keys.prefix}:other"
+    await client.set(text, "not a number")
+
+    replies = await asyncio.gather(
+        coalescer.execute("SET", other, "1"),
+        coalescer.execute("INCR", text),
+        coalescer.execute("INCR", other),
+        return_exceptions=True,
+    )
+
+    assert replies[0] is True
+    assert isinstance(replies[1], ResponseError)
+    assert replies[2] == 2
+
+
+async def test_a_command_cancelled_before_it_is_sent_is_not_sent(
+    client: Redis, keys: Keyspace
+) -> None:
+    coalescer = Coalescer(client)
+    kept, dropped = f"{keys.prefix}:kept", f"{keys.prefix}:dropped"
+    sending = asyncio.ensure_future(coalescer.execute("SET", dropped, "1"))
+    keeping = asyncio.ensure_future(coalescer.execute("SET", kept, "1"))
+    await asyncio.sleep(0)  # both are waiting for the loop's next turn
+    sending.cancel()
+
+    assert await keeping is True
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert await client.exists(dropped) == 0
+
+
+async def test_a_connection_error_reaches_every_caller() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    client = redis.asyncio.Redis(port=port, retry=None)
+    coalescer = Coalescer(client)
+    try:
+        replies = await asyncio.gather(
+            *(coalescer.execute("GET", f"k{i}") for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+
+    assert all(isinstance(r, RedisConnectionError) for r in replies), replies
+
+
+async def test_appends_sent_together_after_a_script_flush_all_land(
+    store: RedisEventStore, client: Redis
+) -> None:
+    threads = [f"flushed-{i}" for i in range(6)]
+    await client.script_flush()
+    assert await client.script_exists(APPEND.sha) == [False]
+
+    results = await asyncio.gather(*(store.append(t, [started(t)], 0) for t in threads))
+
+    assert [r.last_version for r in results] == [1] * 6
+    for t in threads:
+        assert (await store.verify(t)).ok
+
+
+async def test_appends_to_one_thread_sent_together_have_one_winner(
+    store: RedisEventStore,
+) -> None:
+    await store.append("race", [started("race")], 0)
+
+    results = await asyncio.gather(
+        *(store.append("race", [posted("race", f"m{i}", None)], 1) for i in range(5)),
+        return_exceptions=True,
+    )
+
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyError) for r in results) == 4
+    assert (await store.verify("race")).ok
