@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from events.store import Redis
 
 
-class _Command(NamedTuple):
-    args: tuple[Any, ...]
-    answer: asyncio.Future[Any]
+class _Waiting(NamedTuple):
+    commands: tuple[tuple[Any, ...], ...]
+    answer: asyncio.Future[list[Any]]
 
 
 class Coalescer:
@@ -27,43 +27,53 @@ class Coalescer:
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._waiting: list[_Command] = []
+        self._waiting: list[_Waiting] = []
         self._sending: set[asyncio.Task[None]] = set()
 
     async def execute(self, *args: Any) -> Any:
         """The command's reply, or its error, as `execute_command` would give them."""
+        return (await self.execute_many(args))[0]
+
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The replies of commands sent in order, one after another; the first error, if any
+        failed (the others still ran)."""
         loop = asyncio.get_running_loop()
         if not self._waiting:
             task = loop.create_task(self._send())
             self._sending.add(task)  # the loop keeps only a weak reference
             task.add_done_callback(self._sending.discard)
-        answer: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(_Command(args, answer))
+        answer: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.append(_Waiting(commands, answer))
         return await answer
 
     async def _send(self) -> None:
-        commands = [c for c in self._waiting if not c.answer.done()]  # not cancelled meanwhile
+        waiting = [w for w in self._waiting if not w.answer.done()]  # not cancelled meanwhile
         self._waiting = []
+        commands = [command for w in waiting for command in w.commands]
         if not commands:
             return
         try:
             if len(commands) == 1:
-                replies: list[Any] = [await self._client.execute_command(*commands[0].args)]
+                replies: list[Any] = [await self._client.execute_command(*commands[0])]
             else:
                 pipe = self._client.pipeline(transaction=False)
                 for command in commands:
-                    pipe.execute_command(*command.args)
+                    pipe.execute_command(*command)
                 replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
-            for command in commands:
-                command.answer.cancel()
+            for w in waiting:
+                w.answer.cancel()
             raise
         except Exception as exc:
             replies = [exc] * len(commands)
-        for command, reply in zip(commands, replies, strict=True):
-            if command.answer.done():
+        start = 0
+        for w in waiting:
+            mine = replies[start : start + len(w.commands)]
+            start += len(w.commands)
+            if w.answer.done():
                 continue
-            if isinstance(reply, Exception):
-                command.answer.set_exception(reply)
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                w.answer.set_exception(error)
             else:
-                command.answer.set_result(reply)
+                w.answer.set_result(mine)

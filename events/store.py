@@ -80,7 +80,7 @@ class RedisEventStore:
         self._sealer = Sealer(seal_key)
         self._heads: dict[str, tuple[int, bytes]] = {}
         self._head_cache_size = head_cache_size
-        self._coalescer = Coalescer(client)
+        self.coalescer = Coalescer(client)  # for other writes to share the round trips
         self._append_keys = functools.lru_cache(maxsize=head_cache_size)(self._encoded_keys)
 
     async def append(
@@ -118,7 +118,7 @@ class RedisEventStore:
         self, keys: Sequence[str | bytes], args: Sequence[bytes], script: Script = APPEND
     ) -> Any:
         """EVALSHA a script, sending it again if Redis lost it (a restart, SCRIPT FLUSH)."""
-        run = self._coalescer.execute  # the cluster client routes EVALSHA by its keys
+        run = self.coalescer.execute  # the cluster client routes EVALSHA by its keys
         with redis_errors():
             try:
                 return await run("EVALSHA", script.sha, len(keys), *keys, *args)

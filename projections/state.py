@@ -85,12 +85,12 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     def tier(self) -> Tier | None:
         """What the message is: `crisis` if any classification ever said so (a crisis flag is
         never taken back), else the latest decisive tier, else `unknown` or None."""
+        if not self.classifications:
+            return None  # every reply, and a message not classified yet
         tiers = [c.tier for c in self.classifications if c.decisive]
         if "crisis" in tiers:
             return "crisis"
-        if tiers:
-            return tiers[-1]
-        return "unknown" if self.classifications else None
+        return tiers[-1] if tiers else "unknown"
 
 
 class End(msgspec.Struct, frozen=True, kw_only=True):

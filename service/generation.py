@@ -151,16 +151,21 @@ class Runner:
         try:
             result = await self._generate(job)
             outcome, ours, recorded = await self._record(job, result)
-            # The text not relayed yet, the outcome and the lease's release: one round trip. A
-            # generation another process closed (it thought the owner lost) was closed there.
-            with redis_errors():
-                pipe = self.live.redis.pipeline(transaction=False)
-                if ours:
-                    self.live.queue_close(
-                        pipe, job.thread_id, job.reply_id, outcome.status, result.tail
-                    )
-                self.leases.queue_release(pipe, job.thread_id, job.reply_id)
-                await pipe.execute()
+            # The text not relayed yet, the outcome and the lease's release: one round trip,
+            # shared with other writes. A generation another process closed (it thought the
+            # owner lost) was closed there.
+            closing: list[tuple[object, ...]] = []
+            if ours:
+                closing += self.live.close_commands(
+                    job.thread_id, job.reply_id, outcome.status, result.tail
+                )
+            if renewing:
+                # A generation that never renewed wrote no lease key, and a cancel key asked
+                # for it lapses by itself: the release is for the keys of a long one.
+                closing += self.leases.release_commands(job.thread_id, job.reply_id)
+            if closing:
+                with redis_errors():
+                    await self.store.coalescer.execute_many(*closing)
             if ours and outcome.ended is not None and outcome.ended.scope == "thread":
                 await self.stop_cut_off(recorded)
             return outcome
@@ -232,6 +237,11 @@ class Runner:
                     # The relay is best effort: the text is kept, and lands with the reply.
                     log.warning("live text of reply %s not relayed: %s", job.reply_id, exc)
 
+        def start_relay() -> None:
+            if not done:
+                relaying.append(asyncio.create_task(relay()))
+
+        relay_asked = False
         task = asyncio.current_task()
         assert task is not None
         self._generating[job.reply_id] = task
@@ -244,8 +254,11 @@ class Runner:
                         case TextDelta(text=text):
                             parts.append(text)
                             queued.append(text)
-                            if not relaying:
-                                relaying.append(asyncio.create_task(relay()))
+                            if not relay_asked:
+                                # Once the model lets the loop run: a model that wrote it all
+                                # at once needs no relay, its text goes with the close.
+                                relay_asked = True
+                                asyncio.get_running_loop().call_soon(start_relay)
                             wake.set()
                         case ToolCall():
                             result.calls.append(event)
@@ -271,8 +284,9 @@ class Runner:
             if isinstance(events, AsyncGenerator):  # closes the model's connection at once
                 await events.aclose()
             done = True
-            wake.set()
-            await asyncio.gather(*relaying, return_exceptions=True)
+            if relaying:
+                wake.set()
+                await asyncio.gather(*relaying, return_exceptions=True)
         result.text = "".join(parts)
         result.tail = "".join(queued)
         return result

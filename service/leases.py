@@ -11,10 +11,11 @@ and the store's rule that a generation ends exactly once makes that happen once.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from events.errors import redis_errors
 from events.keys import Keyspace
-from events.store import Pipeline, Redis
+from events.store import Redis
 
 
 class Leases:
@@ -40,12 +41,16 @@ class Leases:
     async def release(self, thread_id: str, reply_id: str) -> None:
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            self.queue_release(pipe, thread_id, reply_id)
+            for command in self.release_commands(thread_id, reply_id):
+                pipe.execute_command(*command)
             await pipe.execute()
 
-    def queue_release(self, pipe: Pipeline, thread_id: str, reply_id: str) -> None:
-        pipe.delete(self.keys.lease(thread_id, reply_id))
-        pipe.delete(self.keys.cancel(thread_id, reply_id))
+    def release_commands(self, thread_id: str, reply_id: str) -> list[tuple[Any, ...]]:
+        """The commands of `release`, for a pipeline."""
+        # One DEL: both keys carry the thread's hash tag, so they share a cluster slot.
+        return [
+            ("DEL", self.keys.lease(thread_id, reply_id), self.keys.cancel(thread_id, reply_id))
+        ]
 
     async def alive(self, thread_id: str, reply_id: str, first_expiry: datetime | None) -> bool:
         """Whether the generation's owner still holds it: within the first lease recorded in

@@ -2,9 +2,9 @@
 
 One short-lived Redis stream per generation (`coda:{p}:live:<thread>:<reply>`): entries `d`
 (a piece of text) and, last, `end` (the generation's outcome, as `Outcome.status` says it:
-completed, redirected, warned, ended or failed). Readers resume after any entry id. It is a
-relay, not history: it expires, and the final text lands in the thread's event stream as one
-`reply.*` event with its content hash.
+completed, redirected, warned, ended or failed), with a `d` of the text not relayed before.
+Readers resume after any entry id. It is a relay, not history: it expires, and the final text
+lands in the thread's event stream as one `reply.*` event with its content hash.
 
 The owner's writes double as its check for a cancellation that another process asked for,
 so a cancel reaches the generation at its next piece of text.
@@ -20,7 +20,7 @@ import msgspec
 from events.errors import redis_errors
 from events.hub import StreamHub
 from events.keys import Keyspace
-from events.store import Pipeline, Redis
+from events.store import Redis
 
 DEFAULT_TTL: Final = 3600  # seconds after the last write
 DEFAULT_BLOCK_MS: Final = 5_000
@@ -70,18 +70,17 @@ class LiveChannel:
         """Add the last piece of text, if any, and the generation's outcome."""
         with redis_errors():
             pipe = self.redis.pipeline(transaction=False)
-            self.queue_close(pipe, thread_id, reply_id, outcome, text)
+            for command in self.close_commands(thread_id, reply_id, outcome, text):
+                pipe.execute_command(*command)
             await pipe.execute()
 
-    def queue_close(
-        self, pipe: Pipeline, thread_id: str, reply_id: str, outcome: str, text: str = ""
-    ) -> None:
-        """Queue `close` into a pipeline (the owner closes and releases in one round trip)."""
+    def close_commands(
+        self, thread_id: str, reply_id: str, outcome: str, text: str = ""
+    ) -> list[tuple[Any, ...]]:
+        """The commands of `close`, for a pipeline (the owner closes and releases together)."""
         key = self.keys.live(thread_id, reply_id)
-        if text:
-            pipe.xadd(key, {_DELTA: text.encode()})
-        pipe.xadd(key, {_END: outcome.encode()})
-        pipe.expire(key, self.ttl)
+        last = (_DELTA, text.encode(), _END, outcome.encode()) if text else (_END, outcome.encode())
+        return [("XADD", key, "*", *last), ("EXPIRE", key, self.ttl)]
 
     async def read(
         self, thread_id: str, reply_id: str, *, after: str = "0-0", block_ms: int | None = None
@@ -89,14 +88,12 @@ class LiveChannel:
         """The items after `after`, waiting up to `block_ms` for one if there are none yet."""
         key = self.keys.live(thread_id, reply_id)
         if block_ms is not None:
-            return [_item(i, fields) for i, fields in await self.hub.read(key, after, block_ms)]
-        with redis_errors():
-            reply: Any = await self.redis.xread({key: after})
-        items: list[LiveItem] = []
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                items.append(_item(_text(entry_id), fields))
-        return items
+            rows = await self.hub.read(key, after, block_ms)
+        else:
+            with redis_errors():
+                reply: Any = await self.redis.xread({key: after})
+            rows = [(_text(i), fields) for _stream, entries in reply or () for i, fields in entries]
+        return [item for entry_id, fields in rows for item in _items(entry_id, fields)]
 
     async def follow(
         self, thread_id: str, reply_id: str, *, after: str = "0-0", block_ms: int = DEFAULT_BLOCK_MS
@@ -119,7 +116,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _item(entry_id: str, fields: dict[bytes, bytes]) -> LiveItem:
+def _items(entry_id: str, fields: dict[bytes, bytes]) -> list[LiveItem]:
+    """An entry's text, then its close: the close carries the last piece of text with it."""
+    items: list[LiveItem] = []
+    if _DELTA in fields or _END not in fields:
+        items.append(Delta(entry_id, fields.get(_DELTA, b"").decode()))
     if _END in fields:
-        return Closed(entry_id, fields[_END].decode())
-    return Delta(entry_id, fields.get(_DELTA, b"").decode())
+        items.append(Closed(entry_id, fields[_END].decode()))
+    return items

@@ -463,6 +463,16 @@ async def test_a_renewed_lease_outlives_its_first_expiry(store: RedisEventStore)
     assert outcome.status == "completed"
     assert outcome.reply is not None
     assert outcome.reply.content == answer_to(HELLO)
+    assert not await store.redis.exists(store.keys.lease(thread, turn.reply_id))  # released
+
+
+async def test_a_short_generation_writes_no_lease_key(store: RedisEventStore) -> None:
+    async with running(store) as engine:
+        thread = await new_thread(engine)
+        turn = await engine.post_message(thread, HELLO)
+        outcome = await engine.outcome(turn)
+    assert outcome.status == "completed"
+    assert not await store.redis.exists(store.keys.lease(thread, turn.reply_id))
 
 
 # --- the live channel ------------------------------------------------------------------------
@@ -484,6 +494,21 @@ async def test_the_live_channel_carries_the_recorded_reply_and_then_its_outcome(
     )
     assert isinstance(closed, Closed)
     assert closed.outcome == outcome.status == "completed"
+
+
+async def test_a_reply_written_at_once_reaches_the_live_channel_with_its_close(
+    store: RedisEventStore,
+) -> None:
+    async with running(store) as engine:  # the scripted model, with no delay: no relay runs
+        thread = await new_thread(engine)
+        turn = await engine.post_message(thread, HELLO)
+        outcome = await engine.outcome(turn)
+        items = await engine.live.read(thread, turn.reply_id)
+    assert outcome.reply is not None
+    assert items == [
+        Delta(items[0].entry_id, outcome.reply.content),
+        Closed(items[0].entry_id, "completed"),  # one entry: the text came with the close
+    ]
 
 
 async def test_following_the_live_channel_after_an_entry_yields_the_rest(
