@@ -10,7 +10,7 @@ import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from events.coalesce import Coalescer
+from events.coalesce import MAX_CALLS, Coalescer
 from events.errors import ConcurrencyError
 from events.keys import Keyspace
 from events.store import APPEND, Redis, RedisEventStore
@@ -52,6 +52,23 @@ async def test_commands_issued_together_share_one_pipeline(
     assert replies == [True] * 8
     assert pipelines.sizes == [8]
     assert [await client.get(n) for n in names] == [str(i).encode() for i in range(8)]
+
+
+async def test_a_pipeline_holds_at_most_max_calls_and_the_rest_go_in_more(
+    client: Redis, keys: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipelines = CountingPipelines(client, monkeypatch)
+    coalescer = Coalescer(client)
+    calls = [
+        coalescer.execute_many(("SET", f"{keys.prefix}:a{i}", i), ("SET", f"{keys.prefix}:b{i}", i))
+        for i in range(MAX_CALLS * 2 + 1)
+    ]
+
+    replies = await asyncio.gather(*calls)
+
+    assert replies == [[True, True]] * (MAX_CALLS * 2 + 1)
+    assert sorted(pipelines.sizes) == [2, MAX_CALLS * 2, MAX_CALLS * 2]  # commands in each
+    assert await client.get(f"{keys.prefix}:b{MAX_CALLS * 2}") == str(MAX_CALLS * 2).encode()
 
 
 async def test_a_lone_command_goes_out_on_its_own(
@@ -142,3 +159,16 @@ async def test_appends_to_one_thread_sent_together_have_one_winner(
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert sum(isinstance(r, ConcurrencyError) for r in results) == 4
     assert (await store.verify("race")).ok
+
+
+async def test_a_group_with_a_failing_command_raises_and_the_rest_still_ran(
+    client: Redis, keys: Keyspace
+) -> None:
+    coalescer = Coalescer(client)
+    text, after = f"{keys.prefix}:text", f"{keys.prefix}:after"
+    await client.set(text, "not a number")
+
+    with pytest.raises(ResponseError):
+        await coalescer.execute_many(("INCR", text), ("SET", after, "1"))
+
+    assert await client.get(after) == b"1"
