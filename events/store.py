@@ -12,7 +12,6 @@ import msgspec
 import redis.asyncio
 import redis.asyncio.client
 import redis.asyncio.cluster
-from redis.exceptions import NoScriptError
 
 from events.chain import GENESIS, Sealer, chain_hash
 from events.coalesce import Coalescer
@@ -54,7 +53,10 @@ class Script(NamedTuple):
 
     @classmethod
     def load(cls, name: str, package: str = "events") -> Script:
-        body = resources.files(package).joinpath(name).read_text()
+        return cls.of(resources.files(package).joinpath(name).read_text())
+
+    @classmethod
+    def of(cls, body: str) -> Script:
         return cls(body, hashlib.sha1(body.encode()).hexdigest())
 
 
@@ -118,12 +120,8 @@ class RedisEventStore:
         self, keys: Sequence[str | bytes], args: Sequence[bytes], script: Script = APPEND
     ) -> Any:
         """EVALSHA a script, sending it again if Redis lost it (a restart, SCRIPT FLUSH)."""
-        run = self.coalescer.execute  # the cluster client routes EVALSHA by its keys
         with redis_errors():
-            try:
-                return await run("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await run("EVAL", script.body, len(keys), *keys, *args)
+            return await self.coalescer.run_script(script, keys, args)
 
     async def read(
         self, thread_id: str, *, after: int = 0, limit: int = DEFAULT_PAGE

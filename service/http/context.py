@@ -36,7 +36,7 @@ class Services(msgspec.Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.limiter is None:
-            self.limiter = Limiter(self.store.redis, self.store.keys)
+            self.limiter = Limiter(self.store.redis, self.store.keys, self.store.coalescer)
 
     @property
     def counting(self) -> Limiter:

@@ -22,10 +22,11 @@ from typing import Final
 import anyio
 import msgspec
 
+from events.coalesce import Coalescer
 from events.errors import redis_errors
 from events.keys import Keyspace
 from events.schema import new_id
-from events.store import Redis
+from events.store import Redis, Script
 from service.http.problems import Problem
 
 ENV_PREFIX: Final = "CODA_LIMIT_"
@@ -35,7 +36,7 @@ STREAM_WAIT_MS: Final = 5_000  # what Retry-After suggests when every stream slo
 
 # KEYS[1] the key's theoretical arrival time; ARGV: emission interval, burst tolerance (ms).
 # Returns 0 when the turn is allowed, else the milliseconds to wait.
-_GCRA: Final = """
+_GCRA: Final = Script.of("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -48,10 +49,10 @@ if now < tat - tolerance then return math.ceil(tat - tolerance - now) end
 local after = tat + interval
 redis.call('SET', KEYS[1], after, 'PX', math.ceil(after - now))
 return 0
-"""
+""")
 
 # KEYS[1] the key's open streams; ARGV: stream id, limit, slot ms. 1 if the slot was taken.
-_TAKE_SLOT: Final = """
+_TAKE_SLOT: Final = Script.of("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -59,10 +60,10 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
-"""
+""")
 
 # KEYS[1] a key's open streams; ARGV[1] slot ms, then the ids of the streams still open.
-_RENEW: Final = """
+_RENEW: Final = Script.of("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local slot = tonumber(ARGV[1])
@@ -71,7 +72,7 @@ for i = 2, #ARGV do
 end
 redis.call('PEXPIRE', KEYS[1], slot)
 return #ARGV - 1
-"""
+""")
 
 
 class LimitsError(ValueError):
@@ -135,12 +136,11 @@ class Slot(msgspec.Struct, frozen=True):
 class Limiter:
     """The counting side of the limits, shared by a process's requests."""
 
-    def __init__(self, client: Redis, keys: Keyspace) -> None:
+    def __init__(self, client: Redis, keys: Keyspace, coalescer: Coalescer | None = None) -> None:
         self.redis = client
         self.keys = keys
-        self._gcra = client.register_script(_GCRA)
-        self._take = client.register_script(_TAKE_SLOT)
-        self._renew_script = client.register_script(_RENEW)
+        # The store's, where there is one: a turn's count then shares the appends' round trips.
+        self._scripts = coalescer or Coalescer(client)
         self._open: dict[str, str] = {}  # stream id -> its key's set, renewed while open
         self._renewer: asyncio.Task[None] | None = None
 
@@ -150,7 +150,9 @@ class Limiter:
         tolerance = interval * (limits.turns_per_minute - 1)
         with redis_errors():
             wait = int(
-                await self._gcra(keys=[self.keys.turn_rate(key_id)], args=[interval, tolerance])
+                await self._scripts.run_script(
+                    _GCRA, [self.keys.turn_rate(key_id)], [interval, tolerance]
+                )
             )
         if wait > 0:
             raise too_many(f"at most {limits.turns_per_minute} turns a minute", wait)
@@ -159,7 +161,9 @@ class Limiter:
         """One of the key's stream slots (429 if none is free). It lapses unless `held`."""
         slot = Slot(new_id(), self.keys.open_streams(key_id))
         with redis_errors():
-            taken = await self._take(keys=[slot.name], args=[slot.id, limits.streams, SLOT_MS])
+            taken = await self._scripts.run_script(
+                _TAKE_SLOT, [slot.name], [slot.id, limits.streams, SLOT_MS]
+            )
         if not taken:
             raise too_many(f"at most {limits.streams} event streams open at once", STREAM_WAIT_MS)
         return slot
@@ -199,6 +203,6 @@ class Limiter:
                     by_set.setdefault(name, []).append(slot)
                 for name, slots in by_set.items():
                     with contextlib.suppress(Exception):  # a slot missed once lapses later
-                        await self._renew_script(keys=[name], args=[SLOT_MS, *slots])
+                        await self._scripts.run_script(_RENEW, [name], [SLOT_MS, *slots])
         finally:
             self._renewer = None
