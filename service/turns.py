@@ -53,10 +53,14 @@ def running_below(state: ThreadState, parent_id: str | None) -> list[Message]:
 
 
 def context_for(state: ThreadState, parent_id: str | None) -> Context:
-    if parent_id is None:
-        return Context()
-    earlier = [m.content for m in path(state, parent_id) if m.role == "user"]
-    return Context(previous=tuple(earlier[-CONTEXT_MESSAGES:]))
+    earlier: list[str] = []
+    current = parent_id
+    while current is not None and len(earlier) < CONTEXT_MESSAGES:  # up the branch, no further
+        message = state.messages[current]
+        if message.role == "user":
+            earlier.append(message.content)
+        current = message.parent_id
+    return Context(previous=tuple(reversed(earlier)))
 
 
 def opening_events(

@@ -108,9 +108,14 @@ def if_match(request: Request) -> int | None:
 
 def limits_of(request: Request) -> Limits:
     """The limits of the request's key: its own, over the defaults."""
+    known = kept(request, "limits")
+    if known is not None:
+        return cast(Limits, known)
     principal = cast(Principal | None, kept(request, "principal"))
     defaults = services(request).limits
-    return defaults.over(principal.limits) if principal is not None else defaults
+    if principal is None:
+        return defaults  # not kept: the principal may be known later in the request
+    return cast(Limits, keep(request, "limits", defaults.over(principal.limits)))
 
 
 async def body_of(request: Request, kind: type[T]) -> T:
@@ -124,18 +129,19 @@ async def raw_body(request: Request) -> bytes:
     if known is not None:
         return cast(bytes, known)
     limit = limits_of(request).body_bytes
-    too_large = Problem(
-        413, "too-large", "Request too large", f"a body holds at most {limit} bytes"
-    )
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > limit:
-            raise too_large
+            raise _too_large(limit)
     return cast(bytes, keep(request, "raw_body", bytes(raw)))
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "too-large", "Request too large", f"a body holds at most {limit} bytes")
 
 
 def kept(request: Request, name: str) -> object | None:

@@ -30,6 +30,7 @@ from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip
 from projections.policy import Policy
 from projections.state import Feedback
+from service.classifier import NO_CONTEXT, Classification, Context
 from service.engine import Engine, EngineSettings
 from service.errors import (
     InvalidTurnError,
@@ -41,6 +42,7 @@ from service.errors import (
 from service.live import Closed, Delta, LiveItem
 from service.model import ChatMessage, ModelRequest
 from service.replies import Outcome
+from service.rules import RuleClassifier
 from service.scripted import ScriptedModel, reply_text
 from service.turns import Turn
 from tests.service.engines import (
@@ -688,3 +690,46 @@ async def test_a_caller_gone_while_its_turn_is_appended_still_gets_a_reply_gener
     assert caller.cancelled()
     assert retry.replayed
     assert outcome.status == "completed"
+
+
+# --- the classifier's context ----------------------------------------------------------------
+
+
+class RecordingClassifier:
+    """The rule classifier, remembering the context each message came with."""
+
+    name = "recording"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.contexts: dict[str, Context] = {}
+        self._rules = RuleClassifier()
+
+    async def classify(self, text: str, context: Context = NO_CONTEXT) -> Classification:
+        self.contexts[text] = context
+        return await self._rules.classify(text, context)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_classifier_sees_the_last_five_user_messages_of_the_branch(
+    store: RedisEventStore,
+) -> None:
+    recording = RecordingClassifier()
+    async with running(store, classifier=recording) as engine:
+        thread = await new_thread(engine)
+        for i in range(7):
+            await say(engine, thread, f"message {i}")
+        state = await state_of(engine, thread)
+        fourth = next(m for m in state.messages.values() if m.content == "message 3")
+        turn = await engine.edit_message(thread, fourth.id, "message 3, edited")
+        await engine.outcome(turn)
+    assert recording.contexts["message 0"] == Context()
+    assert recording.contexts["message 6"] == Context(
+        previous=("message 1", "message 2", "message 3", "message 4", "message 5")
+    )
+    # An edit is classified in the context of its own branch: what came before the message.
+    assert recording.contexts["message 3, edited"] == Context(
+        previous=("message 0", "message 1", "message 2")
+    )
