@@ -19,8 +19,8 @@ import msgspec
 from events.errors import EventStoreError, redis_errors
 from events.schema import AnyEvent, decode
 from events.store import RedisEventStore, Script
-from projections.state import EMPTY, ThreadState, apply, fold
-from projections.views import day_of, increments, summary, tenant_of
+from projections.state import EMPTY, ThreadState, fold
+from projections.views import summary, tally, tenant_of
 
 VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
 SETTLE_ATTEMPTS: Final = 8
@@ -42,6 +42,7 @@ class _Plan(NamedTuple):
     at: int
     state: ThreadState
     by_day: dict[str, Counter[str]]
+    summary: dict[str, str]
 
 
 class ViewWriter:
@@ -79,7 +80,7 @@ class ViewWriter:
             written = [plan for plan in plans if plan.thread_id not in left]
             for plan in written:
                 self._keep(plan.state)
-            await self._list([plan.state for plan in written])
+            await self._list([plan.summary for plan in written])
             settled.applied.update(plan.thread_id for plan in written)
             pending = {t: pending[t] for t in left}
         for thread_id in pending:
@@ -141,12 +142,8 @@ class ViewWriter:
         return plans
 
     async def _plan(self, thread_id: str, at: int, events: list[AnyEvent]) -> _Plan:
-        state = await self._state_at(thread_id, at)
-        by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        for event in events:
-            by_day[day_of(event)] += increments(state, event)
-            state = apply(state, event)
-        return _Plan(thread_id, at, state, by_day)
+        state, by_day = tally(await self._state_at(thread_id, at), events)
+        return _Plan(thread_id, at, state, by_day, summary(state))
 
     def _keep(self, state: ThreadState) -> None:
         """Keep the newest states folded, a bounded number, to continue them next time."""
@@ -179,7 +176,7 @@ class ViewWriter:
         slots: dict[str, int] = {}
         args: list[Any] = [len(plans)]
         for plan in plans:
-            fields = summary(plan.state)
+            fields = plan.summary
             args += [plan.at, plan.state.version, len(fields)]
             args += [part for pair in fields.items() for part in pair]
             counted = []
@@ -196,9 +193,8 @@ class ViewWriter:
         reply = await self.store.run_script(keys, [str(a).encode() for a in args], VIEW_SCRIPT)
         return {plans[int(i) - 1].thread_id for i in reply}
 
-    async def _list(self, states: list[ThreadState]) -> None:
+    async def _list(self, rows: list[dict[str, str]]) -> None:
         """List threads under their owners (another slot: written after, and re-asserted)."""
-        rows = [summary(state) for state in states]
         await self._zadd([(r["thread_id"], r["tenant"], r["owner"], r["updated_at"]) for r in rows])
 
     async def _relist(self, threads: list[str]) -> None:

@@ -7,7 +7,8 @@ the same.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Final
 
@@ -24,7 +25,7 @@ from events.schema import (
     ThreadStarted,
 )
 from projections.branches import active_tip, path, status
-from projections.state import ThreadState, apply
+from projections.state import ThreadState, apply, fold
 
 UNKNOWN_TENANT: Final = "-"
 
@@ -78,6 +79,27 @@ def increments(before: ThreadState, event: AnyEvent) -> Counter[str]:
             if ended:
                 out[f"feedback_on_ended:{rating}"] += 1
     return out
+
+
+def tally(
+    state: ThreadState, events: Iterable[AnyEvent]
+) -> tuple[ThreadState, dict[str, Counter[str]]]:
+    """The state after `events` and the counters they add, by UTC day: what `increments` then
+    `apply`, event by event, give. Of the state before an event `increments` reads only what
+    a `thread.ended` changes (the ends) and what the first event sets (the start), so the
+    events between two ends are counted against the state before them and folded at once."""
+    by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    run: list[AnyEvent] = []
+    for event in events:
+        ending = isinstance(event, ThreadEnded)
+        if ending and run:
+            state, run = fold(run, state), []
+        by_day[day_of(event)].update(increments(state, event))
+        if ending:
+            state = apply(state, event)
+        else:
+            run.append(event)
+    return fold(run, state), dict(by_day)
 
 
 def day_of(event: AnyEvent) -> str:

@@ -7,6 +7,7 @@ tested on every backend by its own suite), so every history here is one the stor
 from __future__ import annotations
 
 import asyncio
+from collections import Counter, defaultdict
 from typing import Literal
 
 import fakeredis
@@ -21,7 +22,8 @@ from events.store import RedisEventStore
 from projections.branches import active_tip, path, tips
 from projections.policy import Policy, may_end
 from projections.snapshot import dump, load
-from projections.state import Message, ThreadState, fold
+from projections.state import Message, ThreadState, apply, fold
+from projections.views import day_of, increments, tally
 from tests.conftest import SEAL_KEY
 from tests.factories import (
     ended,
@@ -289,6 +291,25 @@ def test_a_snapshot_taken_anywhere_resumes_the_same_fold(
     restored = load(dump(fold(events[:k]), b"\x00" * 32))
     assert restored is not None
     assert fold(events[k:], restored[0]) == fold(events)
+
+
+@PROPERTY
+@given(steps, st.integers(0, 100))
+def test_a_tally_counts_what_the_events_count_one_by_one(
+    history: list[tuple[Op, Tier, Actor, int]], split: int
+) -> None:
+    events = drive(history)
+    k = split % (len(events) + 1)
+    before = fold(events[:k])
+    state, one_by_one = before, defaultdict(Counter)
+    for event in events[k:]:
+        one_by_one[day_of(event)].update(increments(state, event))
+        state = apply(state, event)
+
+    after, by_day = tally(before, events[k:])
+
+    assert after == state
+    assert by_day == dict(one_by_one)
 
 
 def test_the_generator_reaches_ends_edits_and_pending_generations() -> None:
