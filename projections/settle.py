@@ -67,10 +67,15 @@ class ViewWriter:
         known = known or {}
         settled = Settled(set(), set(), {})
         pending = dict(wanted)
-        for _ in range(SETTLE_ATTEMPTS):
+        for attempt in range(SETTLE_ATTEMPTS):
             if not pending:
                 return settled
-            at = await self._checkpoints(list(pending))
+            # First the checkpoints this writer can tell (a wrong one leaves the thread alone in
+            # the script, and it is read next time); the rest are read.
+            at = self._guesses(pending, known) if attempt == 0 else {}
+            unknown = [t for t in pending if t not in at]
+            if unknown:
+                at |= await self._checkpoints(unknown)
             there = [t for t in pending if pending[t] <= at[t]]
             settled.skipped.update(there)
             await self._relist(there)
@@ -88,6 +93,20 @@ class ViewWriter:
                 f"thread {thread_id!r}: the view kept moving under the projector"
             )
         return settled
+
+    def _guesses(
+        self, wanted: dict[str, int], known: dict[str, dict[int, bytes]]
+    ) -> dict[str, int]:
+        """The checkpoints to expect without reading them: the version this writer last wrote
+        for a thread, or 0 for a thread whose first event is at hand. Only those behind the
+        version wanted: a thread said to be there already is checked on the view."""
+        guesses = {}
+        for thread_id, version in wanted.items():
+            kept = self._states.get(thread_id)
+            at = kept.version if kept is not None else 0 if 1 in known.get(thread_id, ()) else None
+            if at is not None and at < version:
+                guesses[thread_id] = at
+        return guesses
 
     async def _checkpoints(self, threads: list[str]) -> dict[str, int]:
         with redis_errors():

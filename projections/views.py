@@ -49,8 +49,44 @@ def summary(state: ThreadState) -> dict[str, str]:
 
 def increments(before: ThreadState, event: AnyEvent) -> Counter[str]:
     """The analytics counters one event adds, judged against the thread just before it."""
-    ended = bool(before.ends) or before.thread_end is not None
     out: Counter[str] = Counter()
+    _count(out, before, event)
+    return out
+
+
+def tally(
+    state: ThreadState, events: Iterable[AnyEvent]
+) -> tuple[ThreadState, dict[str, Counter[str]]]:
+    """The state after `events` and the counters they add, by UTC day: what `increments` then
+    `apply`, event by event, give. Of the state before an event `increments` reads only what
+    a `thread.ended` changes (the ends) and what the first event sets (the start), so the
+    events between two ends are counted against the state before them and folded at once."""
+    by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    run: list[AnyEvent] = []
+    for event in events:
+        ending = isinstance(event, ThreadEnded)
+        if ending and run:
+            state, run = fold(run, state), []
+        _count(by_day[day_of(event)], state, event)
+        if ending:
+            state = apply(state, event)
+        else:
+            run.append(event)
+    return fold(run, state), dict(by_day)
+
+
+def day_of(event: AnyEvent) -> str:
+    """The UTC day of an event, whatever zone its time was written in."""
+    return event.occurred_at.astimezone(UTC).date().isoformat()
+
+
+def tenant_of(state: ThreadState) -> str:
+    return state.started.tenant if state.started else UNKNOWN_TENANT
+
+
+def _count(out: Counter[str], before: ThreadState, event: AnyEvent) -> None:
+    """Add what `event` counts to `out`."""
+    ended = bool(before.ends) or before.thread_end is not None
     match event:
         case ThreadStarted():
             out["threads_started"] += 1
@@ -78,37 +114,6 @@ def increments(before: ThreadState, event: AnyEvent) -> Counter[str]:
             out[f"feedback:{rating}"] += 1
             if ended:
                 out[f"feedback_on_ended:{rating}"] += 1
-    return out
-
-
-def tally(
-    state: ThreadState, events: Iterable[AnyEvent]
-) -> tuple[ThreadState, dict[str, Counter[str]]]:
-    """The state after `events` and the counters they add, by UTC day: what `increments` then
-    `apply`, event by event, give. Of the state before an event `increments` reads only what
-    a `thread.ended` changes (the ends) and what the first event sets (the start), so the
-    events between two ends are counted against the state before them and folded at once."""
-    by_day: defaultdict[str, Counter[str]] = defaultdict(Counter)
-    run: list[AnyEvent] = []
-    for event in events:
-        ending = isinstance(event, ThreadEnded)
-        if ending and run:
-            state, run = fold(run, state), []
-        by_day[day_of(event)].update(increments(state, event))
-        if ending:
-            state = apply(state, event)
-        else:
-            run.append(event)
-    return fold(run, state), dict(by_day)
-
-
-def day_of(event: AnyEvent) -> str:
-    """The UTC day of an event, whatever zone its time was written in."""
-    return event.occurred_at.astimezone(UTC).date().isoformat()
-
-
-def tenant_of(state: ThreadState) -> str:
-    return state.started.tenant if state.started else UNKNOWN_TENANT
 
 
 def _end(before: ThreadState, event: ThreadEnded) -> Counter[str]:

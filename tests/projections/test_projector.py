@@ -307,3 +307,21 @@ async def test_an_older_listing_time_never_replaces_a_newer_one(
 def test_day_of_is_the_utc_date_of_an_event_in_any_zone() -> None:
     late = datetime(2026, 11, 26, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
     assert day_of(replace(started("x"), occurred_at=late)) == "2026-11-27"
+
+
+async def test_a_checkpoint_expected_wrongly_is_read_and_every_event_counted_once(
+    store: RedisEventStore, client: Redis
+) -> None:
+    """A writer expects the checkpoint it last wrote (or 0 for a thread's first event): when
+    another writer moved the view meanwhile, the script leaves it alone and it reads the view."""
+    await converse(store, "pa")
+    stored = {e.version: e.data for e in await store.read_entries("pa")}
+    one, two = ViewWriter(store, "live"), ViewWriter(store, "live")
+
+    await one.settle({"pa": 3}, {"pa": {v: stored[v] for v in (1, 2, 3)}})
+    moved = await two.settle({"pa": 6}, {"pa": {v: stored[v] for v in range(1, 7)}})
+    behind = await one.settle({"pa": 9}, {"pa": {v: stored[v] for v in (7, 8, 9)}})
+
+    assert (moved.applied, behind.applied) == ({"pa"}, {"pa"})
+    assert await one.checkpoint("pa") == 9
+    await assert_view_is_the_fold(store, client, "live", ("pa",))
