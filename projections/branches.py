@@ -74,7 +74,7 @@ def status(state: ThreadState, tip: str | None = None) -> ThreadStatus:
         return "open"
     if tip_status(state, tip) == "ended":
         return "ended"
-    return "busy" if counters(path(state, tip)).pending else "open"
+    return "busy" if any(m.kind == "pending" for m in path(state, tip)) else "open"
 
 
 def counters(messages: tuple[Message, ...]) -> PathCounters:

@@ -149,7 +149,18 @@ class Projector:
                 self._claim_cursor[partition] = following
                 if following == "0-0":
                     self._next_claim[partition] = now + self.claim_idle_ms / 2000
-            new = await redis_.xreadgroup(self.group, self.consumer, {feed: ">"}, count=self.batch)
+            # The store's coalescer: the partitions' reads and acknowledgements share pipelines.
+            new = await self.store.coalescer.execute(
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                self.batch,
+                "STREAMS",
+                feed,
+                ">",
+            )
         taken += _entries(new)
         # One settlement per thread per pass: its newest entry brings the view up to date, and
         # every entry of the thread is then acknowledged at once.
@@ -193,7 +204,7 @@ class Projector:
         stats.skipped += len(done) - len(settled.applied)
         if done:
             with redis_errors():
-                await redis_.xack(feed, self.group, *done)
+                await self.store.coalescer.execute("XACK", feed, self.group, *done)
 
     async def _failed(
         self,

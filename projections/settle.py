@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, defaultdict
 from datetime import datetime
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -110,10 +110,9 @@ class ViewWriter:
 
     async def _checkpoints(self, threads: list[str]) -> dict[str, int]:
         with redis_errors():
-            pipe = self.store.redis.pipeline(transaction=False)
-            for thread_id in threads:
-                pipe.hget(self.keys.view_thread(self.view, thread_id), "version")
-            raw = cast(list[bytes | None], await pipe.execute())
+            raw = await self.store.coalescer.execute_many(
+                *(("HGET", self.keys.view_thread(self.view, t), "version") for t in threads)
+            )
         return {t: int(v) if v else 0 for t, v in zip(threads, raw, strict=True)}
 
     async def _plans(
@@ -139,10 +138,12 @@ class ViewWriter:
                 at_hand[thread_id] = events
         if to_read:
             with redis_errors():
-                pipe = self.store.redis.pipeline(transaction=False)
-                for thread_id, at in to_read.items():
-                    pipe.xrange(self.keys.stream(thread_id), f"{at + 1}-0", "+")
-                replies = cast(list[list[tuple[bytes, dict[bytes, bytes]]]], await pipe.execute())
+                replies = await self.store.coalescer.execute_many(
+                    *(
+                        ("XRANGE", self.keys.stream(t), f"{at + 1}-0", "+")
+                        for t, at in to_read.items()
+                    )
+                )
             for thread_id, rows in zip(to_read, replies, strict=True):
                 events = _decoded([fields.get(b"data", b"") for _, fields in rows])
                 if events is None:
@@ -220,12 +221,12 @@ class ViewWriter:
         if not threads:
             return
         with redis_errors():
-            pipe = self.store.redis.pipeline(transaction=False)
-            for thread_id in threads:
-                pipe.hmget(
-                    self.keys.view_thread(self.view, thread_id), ["tenant", "owner", "updated_at"]
+            replies = await self.store.coalescer.execute_many(
+                *(
+                    ("HMGET", self.keys.view_thread(self.view, t), "tenant", "owner", "updated_at")
+                    for t in threads
                 )
-            replies = cast(list[list[bytes | None]], await pipe.execute())
+            )
         rows = []
         for thread_id, values in zip(threads, replies, strict=True):
             tenant, owner, updated = (v.decode() if v else "" for v in values)
@@ -236,15 +237,20 @@ class ViewWriter:
         listed = [row for row in rows if row[2] and row[3]]
         if not listed:
             return
+        # GT: a slower projector's older time never replaces a newer one.
         with redis_errors():
-            pipe = self.store.redis.pipeline(transaction=False)
-            for thread_id, tenant, owner, updated in listed:
-                score = datetime.fromisoformat(updated).timestamp()
-                # GT: a slower projector's older time never replaces a newer one.
-                pipe.zadd(
-                    self.keys.view_owner(self.view, tenant, owner), {thread_id: score}, gt=True
+            await self.store.coalescer.execute_many(
+                *(
+                    (
+                        "ZADD",
+                        self.keys.view_owner(self.view, tenant, owner),
+                        "GT",
+                        datetime.fromisoformat(updated).timestamp(),
+                        thread_id,
+                    )
+                    for thread_id, tenant, owner, updated in listed
                 )
-            await pipe.execute()
+            )
 
 
 def _decoded(stored: list[bytes]) -> list[AnyEvent] | None:

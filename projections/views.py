@@ -39,7 +39,7 @@ def summary(state: ThreadState) -> dict[str, str]:
         "tenant": started.tenant if started else UNKNOWN_TENANT,
         "owner": started.owner if started else "",
         "title": started.title if started else "",
-        "status": status(state),
+        "status": status(state, tip) if tip else status(state),
         "created_at": started.occurred_at.isoformat() if started else "",
         "updated_at": state.updated_at.isoformat() if state.updated_at else "",
         "message_count": str(len(path(state, tip)) if tip else 0),

@@ -93,7 +93,14 @@ async def test_entries_redelivered_after_a_crash_before_the_ack_change_nothing(
 ) -> None:
     await converse(store, "pa")
     crashed = Projector(store, consumer="worker-1")
-    monkeypatch.setattr(client, "xack", _refuse)
+    execute = store.coalescer.execute
+
+    async def crashing_at_the_ack(*args: object) -> object:
+        if args[0] == "XACK":
+            raise RuntimeError("crashed before the ack")
+        return await execute(*args)
+
+    monkeypatch.setattr(store.coalescer, "execute", crashing_at_the_ack)
     with pytest.raises(RuntimeError, match="crashed before the ack"):
         await crashed.run_once()  # the view was written, the entry not acknowledged
     monkeypatch.undo()
@@ -108,10 +115,6 @@ async def test_entries_redelivered_after_a_crash_before_the_ack_change_nothing(
     for partition in range(store.keys.partitions):
         pending = await client.xpending(store.keys.feed(partition), "view:live")
         assert pending["pending"] == 0
-
-
-async def _refuse(*args: object, **kwargs: object) -> int:
-    raise RuntimeError("crashed before the ack")
 
 
 async def test_entries_of_a_dead_consumer_are_claimed_after_their_idle_time(
