@@ -140,8 +140,15 @@ class Projector:
             # from where the last look stopped (Redis 6.2 keeps deleted entries in the list).
             if now >= self._next_claim.get(partition, 0.0):
                 cursor = self._claim_cursor.get(partition, "0-0")
-                claimed = await redis_.xautoclaim(
-                    feed, self.group, self.consumer, self.claim_idle_ms, cursor, count=self.batch
+                claimed = await self.store.coalescer.execute(
+                    "XAUTOCLAIM",
+                    feed,
+                    self.group,
+                    self.consumer,
+                    self.claim_idle_ms,
+                    cursor,
+                    "COUNT",
+                    self.batch,
                 )
                 taken += list(claimed[1])
                 stats.claimed += len(claimed[1])
