@@ -5,7 +5,8 @@
 Uses REDIS_URL if set, else the embedded Redis in a temporary directory. Each round times the
 bare XADD and then the guarded append back to back; the round with the median ratio is printed,
 one JSON line per batch size: events/s of the guarded append (`value`), of the bare XADD
-(`baseline`), and their ratio (goal >= 0.8).
+(`baseline`), and their ratio (goal >= 0.8). For batch=1 a second line, for reference (goal
+null), compares with the same XADDs sent through the store's coalescer, as the appends are.
 """
 
 from __future__ import annotations
@@ -125,7 +126,13 @@ async def run(url: str, events: int, concurrency: int, rounds: int) -> None:
                         client, keys, f"r{r}c", concurrency, per_writer, size, coalesced=True
                     )
                     alike.append((pairs[-1][1] * secs / total, pairs[-1][1], total / secs))
-            for case, rows in ((f"batch={size}", pairs), (f"batch={size}, XADDs coalesced", alike)):
+            # The goal's line, and for reference (no goal) the same XADDs sent through the
+            # coalescer the store uses: what the append costs beyond the round trips it shares.
+            lines = [
+                (f"batch={size}", pairs, ">= 0.8"),
+                (f"batch={size}, XADDs coalesced", alike, None),
+            ]
+            for case, rows, goal in lines:
                 if not rows:
                     continue
                 ratio, value, baseline = statistics.median(rows)  # the median round, by ratio
@@ -136,7 +143,7 @@ async def run(url: str, events: int, concurrency: int, rounds: int) -> None:
                     baseline=round(baseline),
                     unit="events/s",
                     ratio=round(ratio, 3),
-                    goal=">= 0.8",
+                    goal=goal,
                 )
 
 
