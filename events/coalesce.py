@@ -9,21 +9,30 @@ command fails alone.
 
 A pipeline's callers all wait for its last reply, so one holds at most `MAX_CALLS` calls, and
 more go out in further pipelines at once: Redis runs one while the client reads another.
+
+What may share a pipeline: commands that can run twice. When a reply is lost on the wire,
+redis-py sends the whole pipeline again, so a command whose own reply had arrived runs a second
+time: an append is then a replay that writes nothing, a turn's count finds the mark it left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, NoScriptError, RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from events.store import Redis, Script
 
 
 MAX_CALLS: Final = 8  # measured with bench/turn.py: 2 and 16 do worse, 4 to 8 alike
+_LOST: Final = (RedisConnectionError, RedisTimeoutError)
+_REFUSED: Final = (DataError, RedisClusterException)
 
 
 class _Waiting(NamedTuple):
@@ -46,12 +55,14 @@ class Coalescer:
     async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
         """The replies of commands sent in order, one after another; the first error, if any
         failed (the others still ran)."""
+        if not commands:
+            return []
         loop = asyncio.get_running_loop()
         if not self._waiting or len(self._waiting) == MAX_CALLS:
             self._waiting = []  # the next pipeline's, sent by a task of its own
             task = loop.create_task(self._send(self._waiting))
             self._sending.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(functools.partial(self._sent, self._waiting))
         answer: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append(_Waiting(commands, answer))
         return await answer
@@ -72,20 +83,10 @@ class Coalescer:
         commands = [command for w in waiting for command in w.commands]
         if not commands:
             return
-        try:
-            if len(commands) == 1:
-                replies: list[Any] = [await self._client.execute_command(*commands[0])]
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for w in waiting:
-                w.answer.cancel()
-            raise
-        except Exception as exc:
-            replies = [exc] * len(commands)
+        if len(commands) == 1:
+            replies = [await self._alone(commands[0])]
+        else:
+            replies = await self._together(commands)
         start = 0
         for w in waiting:
             mine = replies[start : start + len(w.commands)]
@@ -97,3 +98,38 @@ class Coalescer:
                 w.answer.set_exception(error)
             else:
                 w.answer.set_result(mine)
+
+    async def _together(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except _REFUSED:
+            # One command the pipeline refused before sending anything (an argument it cannot
+            # encode, keys it cannot route): each goes alone, to fail alone.
+            return [await self._alone(command) for command in commands]
+        except Exception as exc:  # lost (redis-py's retries are spent), or unknown: all hear
+            return [exc] * len(commands)
+        # A cluster pipeline hands a connection lost mid-reply to the command, unretried: it
+        # goes again alone, retried as `execute_command` retries it.
+        return [
+            await self._alone(command) if isinstance(reply, _LOST) else reply
+            for command, reply in zip(commands, replies, strict=True)
+        ]
+
+    async def _alone(self, command: tuple[Any, ...]) -> Any:
+        try:
+            return await self._client.execute_command(*command)
+        except Exception as exc:  # the caller hears of it
+            return exc
+
+    def _sent(self, calls: list[_Waiting], task: asyncio.Task[None]) -> None:
+        """No caller is left waiting: a task cancelled before it ran (the loop closing), or
+        ended by something other than an error of Redis, cancels what it did not answer."""
+        self._sending.discard(task)
+        if calls is self._waiting:
+            self._waiting = []
+        for w in calls:
+            if not w.answer.done():
+                w.answer.cancel()

@@ -126,8 +126,14 @@ class Keyspace:
         return f"{self.prefix}:idem:{digest}"
 
     def turn_rate(self, key_id: str) -> str:
-        """A string: when the API key `key_id` (its SHA-256) may take its next turn (expires)."""
-        return f"{self.prefix}:limit:turns:{key_id}"
+        """A string: when the API key `key_id` (its SHA-256) may take its next turn (expires;
+        hash-tagged by the key, for its `turn_counted` marks to share its slot)."""
+        return f"{self.prefix}:limit:turns:{{{key_id}}}"
+
+    def turn_counted(self, key_id: str, count_id: str) -> str:
+        """A string: set when the count `count_id` of a turn was taken, so that the count sent
+        again (a reply lost on the wire) is not taken twice (expires)."""
+        return f"{self.prefix}:limit:turns:{{{key_id}}}:{count_id}"
 
     def open_streams(self, key_id: str) -> str:
         """A sorted set: the event streams the API key `key_id` has open, by expiry."""

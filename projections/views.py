@@ -72,7 +72,7 @@ def tally(
             state = apply(state, event)
         else:
             run.append(event)
-    return fold(run, state), dict(by_day)
+    return fold(run, state), {day: counts for day, counts in by_day.items() if counts}
 
 
 def day_of(event: AnyEvent) -> str:
@@ -102,7 +102,7 @@ def _count(out: Counter[str], before: ThreadState, event: AnyEvent) -> None:
         case ReplyWarned():
             out["warnings"] += 1
         case ThreadEnded():
-            out.update(_end(before, event))
+            out.update(+_end(before, event))  # only what it adds: no zero is written
         case EndRejected(reason=reason):
             out["ends_rejected"] += 1
             out[f"ends_rejected:reason:{reason}"] += 1

@@ -31,12 +31,16 @@ from service.http.problems import Problem
 
 ENV_PREFIX: Final = "CODA_LIMIT_"
 SLOT_MS: Final = 45_000  # a stream slot not renewed for this long is free again
+COUNTED_MS: Final = 60_000  # a turn's count is known for this long, against its being resent
 RENEW_SECONDS: Final = 15.0
 STREAM_WAIT_MS: Final = 5_000  # what Retry-After suggests when every stream slot is taken
 
-# KEYS[1] the key's theoretical arrival time; ARGV: emission interval, burst tolerance (ms).
-# Returns 0 when the turn is allowed, else the milliseconds to wait.
+# KEYS[1] the key's theoretical arrival time, KEYS[2] this count's mark; ARGV: emission
+# interval, burst tolerance, how long the mark is kept (ms). Returns 0 when the turn is allowed,
+# else the milliseconds to wait. A count sent again (redis-py resends a command, or a whole
+# pipeline, whose reply was lost) finds its mark and is not taken twice.
 _GCRA: Final = Script.of("""
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
@@ -48,11 +52,14 @@ if tat < now then tat = now end
 if now < tat - tolerance then return math.ceil(tat - tolerance - now) end
 local after = tat + interval
 redis.call('SET', KEYS[1], after, 'PX', math.ceil(after - now))
+redis.call('SET', KEYS[2], 1, 'PX', ARGV[3])
 return 0
 """)
 
-# KEYS[1] the key's open streams; ARGV: stream id, limit, slot ms. 1 if the slot was taken.
+# KEYS[1] the key's open streams; ARGV: stream id, limit, slot ms. 1 if the slot was taken
+# (also when it was, by this very call sent again).
 _TAKE_SLOT: Final = Script.of("""
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -140,6 +147,7 @@ class Limiter:
         self.redis = client
         self.keys = keys
         # The store's, where there is one: a turn's count then shares the appends' round trips.
+        # Every script here may run twice (a pipeline sent again) and count once.
         self._scripts = coalescer or Coalescer(client)
         self._open: dict[str, str] = {}  # stream id -> its key's set, renewed while open
         self._renewer: asyncio.Task[None] | None = None
@@ -151,7 +159,9 @@ class Limiter:
         with redis_errors():
             wait = int(
                 await self._scripts.run_script(
-                    _GCRA, [self.keys.turn_rate(key_id)], [interval, tolerance]
+                    _GCRA,
+                    [self.keys.turn_rate(key_id), self.keys.turn_counted(key_id, new_id())],
+                    [interval, tolerance, COUNTED_MS],
                 )
             )
         if wait > 0:

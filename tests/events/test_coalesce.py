@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+import redis.asyncio.cluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from events.coalesce import MAX_CALLS, Coalescer
+from events.connect import client_for
 from events.errors import ConcurrencyError
 from events.keys import Keyspace
 from events.store import APPEND, Redis, RedisEventStore
@@ -172,3 +174,129 @@ async def test_a_group_with_a_failing_command_raises_and_the_rest_still_ran(
         await coalescer.execute_many(("INCR", text), ("SET", after, "1"))
 
     assert await client.get(after) == b"1"
+
+
+async def test_no_commands_are_answered_at_once(client: Redis) -> None:
+    assert await Coalescer(client).execute_many() == []
+
+
+async def test_a_command_the_pipeline_cannot_encode_fails_alone(
+    client: Redis, keys: Keyspace
+) -> None:
+    coalescer = Coalescer(client)
+    a, b, c = (f"{keys.prefix}:{name}" for name in "abc")
+
+    replies = await asyncio.gather(
+        coalescer.execute("SET", a, "1"),
+        coalescer.execute("SET", b, None),  # redis-py refuses None before sending anything
+        coalescer.execute("SET", c, "1"),
+        return_exceptions=True,
+    )
+
+    assert replies[0] is True
+    assert replies[2] is True
+    assert isinstance(replies[1], DataError)
+    assert await client.exists(a, c) == 2
+
+
+async def test_a_send_cancelled_before_it_ran_cancels_its_callers_and_leaves_no_stuck_batch(
+    client: Redis, keys: Keyspace
+) -> None:
+    coalescer = Coalescer(client)
+    first = asyncio.ensure_future(coalescer.execute("SET", f"{keys.prefix}:a", "1"))
+    await asyncio.sleep(0)  # its command is queued; the task that sends it has not run yet
+    for task in list(coalescer._sending):  # as the loop's shutdown cancels every task
+        task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(coalescer.execute("PING"), 5) is True
+
+
+async def test_a_cluster_reply_cut_in_a_shared_pipeline_is_asked_for_again(
+    cluster_url: str, keys: Keyspace
+) -> None:
+    """A cluster pipeline hands a connection lost mid-reply to its command unretried; the
+    coalescer sends that command again by itself, retried as any lone command is."""
+    direct = client_for(cluster_url)
+    await direct.ping()
+    ports = {node.port for node in direct.get_nodes()}
+    big, small = f"{keys.prefix}:{{a}}:big", f"{keys.prefix}:{{b}}:small"
+    await direct.set(big, b"x" * 200_000)
+    await direct.set(small, b"1")
+    async with ReplyCutter(ports, marker=b"$200000\r\n") as cutter:
+        host, port = cluster_url.partition("://")[2].split(":")
+        proxied = redis.asyncio.cluster.RedisCluster(
+            host=host, port=int(port), address_remap=cutter.remap
+        )
+        try:
+            await proxied.ping()
+            cutter.armed = True
+            replies = await asyncio.gather(
+                Coalescer(proxied).execute("GET", big), Coalescer(proxied).execute("GET", small)
+            )
+            coalescer = Coalescer(proxied)
+            cutter.armed = True
+            together = await asyncio.gather(
+                coalescer.execute("GET", big), coalescer.execute("GET", small)
+            )
+        finally:
+            await proxied.aclose()
+    await direct.delete(big, small)
+    await direct.aclose()
+    assert cutter.cut == 2
+    assert replies == together == [b"x" * 200_000, b"1"]
+
+
+class ReplyCutter:
+    """A proxy before every node of a cluster that, when armed, cuts the first reply carrying
+    `marker` halfway."""
+
+    def __init__(self, ports: set[int], marker: bytes) -> None:
+        self.ports, self.marker = ports, marker
+        self.armed, self.cut = False, 0
+        self._proxies: dict[int, int] = {}
+        self._servers: list[asyncio.Server] = []
+
+    def remap(self, address: tuple[str, int]) -> tuple[str, int]:
+        return address[0], self._proxies.get(address[1], address[1])
+
+    async def __aenter__(self) -> ReplyCutter:
+        for port in self.ports:
+            server = await asyncio.start_server(self._handler(port), "127.0.0.1", 0)
+            self._servers.append(server)
+            self._proxies[port] = server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+    def _handler(self, port: int) -> Any:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.gather(
+                self._pipe(reader, up_writer, cutting=False),
+                self._pipe(up_reader, writer, cutting=True),
+            )
+
+        return handle
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, cutting: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if cutting and self.armed and self.marker in data:
+                    self.armed, self.cut = False, self.cut + 1
+                    writer.write(data[: data.index(self.marker) + 1000])
+                    await writer.drain()
+                    writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()

@@ -11,7 +11,7 @@ from msgspec.structs import replace
 from events.schema import AnyEvent, EndRejected, MessageClassified
 from projections.analytics import AnalyticsRangeError, days
 from projections.state import EMPTY, apply, fold
-from projections.views import increments, summary
+from projections.views import increments, summary, tally
 from tests.factories import ended, feedback, forked, posted, redirected, replied, started
 
 T = "v1"
@@ -113,3 +113,18 @@ def test_analytics_days_are_a_bounded_forward_range() -> None:
         days(date(2026, 3, 1), date(2026, 2, 1))
     with pytest.raises(AnalyticsRangeError, match="at most 366 days"):
         days(date(2025, 1, 1), date(2026, 3, 1))
+
+
+def test_a_tally_writes_no_counter_that_adds_nothing() -> None:
+    # Ended at the redirect itself: no user turn from the first redirect to the end.
+    events: list[AnyEvent] = [
+        started(T),
+        posted(T, "m1", None),
+        redirected(T, "r1", "m1"),
+        ended(T, "r1"),
+    ]
+    _state, by_day = tally(EMPTY, events)
+    (counts,) = by_day.values()
+    assert counts["ends_after_redirects"] == 1
+    assert "turns_first_redirect_to_end" not in counts
+    assert all(amount > 0 for amount in counts.values())
