@@ -32,7 +32,7 @@ from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip, path
 from projections.policy import Policy, may_end
 from projections.reader import ThreadReader
-from projections.state import End, ThreadState, fold
+from projections.state import EMPTY, End, ThreadState, fold
 from service.classifier import Classifier
 from service.errors import (
     EndRefusedError,
@@ -123,7 +123,8 @@ class Engine:
             metadata=metadata or {},
         )
         try:
-            await self.store.append(thread_id, [started], 0)
+            result = await self.store.append(thread_id, [started], 0)
+            self.reader.advance(EMPTY, [started], result)  # its first turn need not read it
         except ConcurrencyError:
             # A retry of a start that landed returns the thread; any other thread is a conflict.
             state = await self._state(thread_id)

@@ -29,6 +29,7 @@ from events.schema import (
 from events.store import RedisEventStore
 from projections.branches import UnknownMessageError, active_tip
 from projections.policy import Policy
+from projections.reader import ThreadReader
 from projections.state import Feedback
 from service.classifier import NO_CONTEXT, Classification, Context
 from service.engine import Engine, EngineSettings
@@ -733,3 +734,11 @@ async def test_the_classifier_sees_the_last_five_user_messages_of_the_branch(
     assert recording.contexts["message 3, edited"] == Context(
         previous=("message 0", "message 1", "message 2")
     )
+
+
+async def test_a_new_thread_is_known_to_its_engine_without_a_read(store: RedisEventStore) -> None:
+    async with running(store) as engine:
+        thread = await new_thread(engine)
+        cached = engine.reader.cached(thread)
+    assert cached is not None
+    assert cached == await ThreadReader(store).state(thread)
