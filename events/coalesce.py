@@ -10,29 +10,29 @@ command fails alone.
 A pipeline's callers all wait for its last reply, so one holds at most `MAX_CALLS` calls, and
 more go out in further pipelines at once: Redis runs one while the client reads another.
 
-What may share a pipeline: commands that can run twice. When a reply is lost on the wire,
-redis-py sends the whole pipeline again, so a command whose own reply had arrived runs a second
-time: an append is then a replay that writes nothing, a turn's count finds the mark it left.
+What may share a pipeline: commands that can run twice without harm. When a reply is lost on
+the wire, redis-py sends the whole pipeline again (a cluster's, the commands of the connection
+cut), so a command whose own reply had arrived may run a second time: an append is then a
+replay that writes nothing, a turn's count finds the mark it left, a generation's close adds a
+second close that readers, stopping at the first, never see.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, RedisClusterException
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from events.store import Redis, Script
 
 
 MAX_CALLS: Final = 8  # measured with bench/turn.py: 2 and 16 do worse, 4 to 8 alike
-_LOST: Final = (RedisConnectionError, RedisTimeoutError)
-_REFUSED: Final = (DataError, RedisClusterException)
+_PLAIN: Final = frozenset({bytes, str, int, float, memoryview})  # what redis-py encodes
 
 
 class _Waiting(NamedTuple):
@@ -57,6 +57,11 @@ class Coalescer:
         failed (the others still ran)."""
         if not commands:
             return []
+        if not all(type(arg) in _PLAIN for command in commands for arg in command):
+            # redis-py may refuse it (DataError), and in a cluster's pipeline only once other
+            # nodes' commands are sent: it goes alone, to fail alone.
+            replies = [await self._alone(command) for command in commands]
+            return _answer(replies)
         loop = asyncio.get_running_loop()
         if not self._waiting or len(self._waiting) == MAX_CALLS:
             self._waiting = []  # the next pipeline's, sent by a task of its own
@@ -86,37 +91,23 @@ class Coalescer:
         if len(commands) == 1:
             replies = [await self._alone(commands[0])]
         else:
-            replies = await self._together(commands)
-        start = 0
-        for w in waiting:
-            mine = replies[start : start + len(w.commands)]
-            start += len(w.commands)
-            if w.answer.done():
-                continue
-            error = next((r for r in mine if isinstance(r, Exception)), None)
-            if error is not None:
-                w.answer.set_exception(error)
-            else:
-                w.answer.set_result(mine)
-
-    async def _together(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        except _REFUSED:
-            # One command the pipeline refused before sending anything (an argument it cannot
-            # encode, keys it cannot route): each goes alone, to fail alone.
-            return [await self._alone(command) for command in commands]
-        except Exception as exc:  # lost (redis-py's retries are spent), or unknown: all hear
-            return [exc] * len(commands)
-        # A cluster pipeline hands a connection lost mid-reply to the command, unretried: it
-        # goes again alone, retried as `execute_command` retries it.
-        return [
-            await self._alone(command) if isinstance(reply, _LOST) else reply
-            for command, reply in zip(commands, replies, strict=True)
-        ]
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # lost (redis-py's retries are spent), or unknown
+                replies = [exc] * len(commands)
+        cut = [i for i, reply in enumerate(replies) if isinstance(reply, RedisConnectionError)]
+        if len(commands) > 1 and cut:
+            # A cluster pipeline hands a connection lost mid-reply to its commands, unretried.
+            # The others are answered now; those go again, each alone and all at once, retried
+            # as a lone command is.
+            _deliver(waiting, replies, holding=set(cut))
+            again = await asyncio.gather(*(self._alone(commands[i]) for i in cut))
+            for i, reply in zip(cut, again, strict=True):
+                replies[i] = reply
+        _deliver(waiting, replies)
 
     async def _alone(self, command: tuple[Any, ...]) -> Any:
         try:
@@ -133,3 +124,27 @@ class Coalescer:
         for w in calls:
             if not w.answer.done():
                 w.answer.cancel()
+
+
+def _deliver(waiting: list[_Waiting], replies: list[Any], holding: Set[int] = frozenset()) -> None:
+    """Answer each caller with its replies (or its first error), but those with a reply at an
+    index in `holding`."""
+    start = 0
+    for w in waiting:
+        end = start + len(w.commands)
+        if not w.answer.done() and not any(i in holding for i in range(start, end)):
+            mine = replies[start:end]
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                w.answer.set_exception(error)
+            else:
+                w.answer.set_result(mine)
+        start = end
+
+
+def _answer(replies: list[Any]) -> list[Any]:
+    """The replies, or the first error among them, raised."""
+    error = next((r for r in replies if isinstance(r, Exception)), None)
+    if error is not None:
+        raise error
+    return replies

@@ -31,7 +31,7 @@ from service.http.problems import Problem
 
 ENV_PREFIX: Final = "CODA_LIMIT_"
 SLOT_MS: Final = 45_000  # a stream slot not renewed for this long is free again
-COUNTED_MS: Final = 60_000  # a turn's count is known for this long, against its being resent
+COUNTED_MS: Final = 120_000  # a count is known this long: past a lone retry's 11 tries of 10 s
 RENEW_SECONDS: Final = 15.0
 STREAM_WAIT_MS: Final = 5_000  # what Retry-After suggests when every stream slot is taken
 

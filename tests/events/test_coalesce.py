@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 import redis.asyncio
@@ -213,47 +215,81 @@ async def test_a_send_cancelled_before_it_ran_cancels_its_callers_and_leaves_no_
     assert await asyncio.wait_for(coalescer.execute("PING"), 5) is True
 
 
+BIG = b"x" * 200_000
+
+
+@contextlib.asynccontextmanager
+async def cut_cluster(
+    cluster_url: str, keys: Keyspace, *, hold: float = 0.0
+) -> AsyncIterator[tuple[Redis, ReplyCutter, str, str]]:
+    """A cluster client behind cutting proxies, a big value (whose reply is cut) and a small
+    one on another node."""
+    direct = client_for(cluster_url)
+    await direct.ping()
+    big, small = f"{keys.prefix}:{{a}}:big", f"{keys.prefix}:{{b}}:small"  # two nodes
+    await direct.set(big, BIG)
+    await direct.set(small, b"1")
+    ports = {node.port for node in direct.get_nodes()}
+    try:
+        async with ReplyCutter(ports, marker=b"$200000\r\n", hold=hold) as cutter:
+            host, port = cluster_url.partition("://")[2].split(":")
+            proxied = redis.asyncio.cluster.RedisCluster(
+                host=host, port=int(port), address_remap=cutter.remap
+            )
+            try:
+                await proxied.ping()
+                yield proxied, cutter, big, small
+            finally:
+                await proxied.aclose()
+    finally:
+        await direct.delete(big, small)
+        await direct.aclose()
+
+
 async def test_a_cluster_reply_cut_in_a_shared_pipeline_is_asked_for_again(
     cluster_url: str, keys: Keyspace
 ) -> None:
     """A cluster pipeline hands a connection lost mid-reply to its command unretried; the
     coalescer sends that command again by itself, retried as any lone command is."""
-    direct = client_for(cluster_url)
-    await direct.ping()
-    ports = {node.port for node in direct.get_nodes()}
-    big, small = f"{keys.prefix}:{{a}}:big", f"{keys.prefix}:{{b}}:small"
-    await direct.set(big, b"x" * 200_000)
-    await direct.set(small, b"1")
-    async with ReplyCutter(ports, marker=b"$200000\r\n") as cutter:
-        host, port = cluster_url.partition("://")[2].split(":")
-        proxied = redis.asyncio.cluster.RedisCluster(
-            host=host, port=int(port), address_remap=cutter.remap
+    async with cut_cluster(cluster_url, keys) as (proxied, cutter, big, small):
+        cutter.armed = True
+        alone = await asyncio.gather(
+            Coalescer(proxied).execute("GET", big), Coalescer(proxied).execute("GET", small)
         )
-        try:
-            await proxied.ping()
-            cutter.armed = True
-            replies = await asyncio.gather(
-                Coalescer(proxied).execute("GET", big), Coalescer(proxied).execute("GET", small)
-            )
-            coalescer = Coalescer(proxied)
-            cutter.armed = True
-            together = await asyncio.gather(
-                coalescer.execute("GET", big), coalescer.execute("GET", small)
-            )
-        finally:
-            await proxied.aclose()
-    await direct.delete(big, small)
-    await direct.aclose()
+        coalescer = Coalescer(proxied)
+        cutter.armed = True
+        together = await asyncio.gather(
+            coalescer.execute("GET", big), coalescer.execute("GET", small)
+        )
     assert cutter.cut == 2
-    assert replies == together == [b"x" * 200_000, b"1"]
+    assert alone == together == [BIG, b"1"]
+
+
+async def test_callers_whose_replies_came_are_not_held_by_a_command_sent_again(
+    cluster_url: str, keys: Keyspace
+) -> None:
+    answered: list[str] = []
+    async with cut_cluster(cluster_url, keys, hold=0.5) as (proxied, cutter, big, small):
+        coalescer = Coalescer(proxied)
+
+        async def get(name: str, key: str) -> bytes:
+            reply = cast(bytes, await coalescer.execute("GET", key))
+            answered.append(name)
+            return reply
+
+        cutter.armed = True
+        replies = await asyncio.gather(get("cut", big), get("came", small))
+    assert cutter.cut == 1
+    assert replies == [BIG, b"1"]
+    assert answered == ["came", "cut"]  # the cut one went again, on a connection held 0.5 s
 
 
 class ReplyCutter:
     """A proxy before every node of a cluster that, when armed, cuts the first reply carrying
-    `marker` halfway."""
+    `marker` halfway; connections made after a cut wait `hold` seconds."""
 
-    def __init__(self, ports: set[int], marker: bytes) -> None:
-        self.ports, self.marker = ports, marker
+    def __init__(self, ports: set[int], marker: bytes, hold: float = 0.0) -> None:
+        self.ports, self.marker, self.hold = ports, marker, hold
         self.armed, self.cut = False, 0
         self._proxies: dict[int, int] = {}
         self._servers: list[asyncio.Server] = []
@@ -275,6 +311,8 @@ class ReplyCutter:
 
     def _handler(self, port: int) -> Any:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.cut:
+                await asyncio.sleep(self.hold)  # a connection made after a cut is slow
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
             await asyncio.gather(
                 self._pipe(reader, up_writer, cutting=False),
