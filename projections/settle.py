@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, defaultdict
 from datetime import datetime
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -23,6 +23,7 @@ from projections.state import EMPTY, ThreadState, fold
 from projections.views import summary, tally, tenant_of
 
 VIEW_SCRIPT: Final = Script.load("view.lua", "projections")
+_json: Final = msgspec.json.Encoder()
 SETTLE_ATTEMPTS: Final = 8
 KEPT_STATES: Final = 10_000
 
@@ -194,12 +195,12 @@ class ViewWriter:
     async def _write_partition(self, plans: list[_Plan]) -> set[str]:
         keys = [self.keys.view_thread(self.view, plan.thread_id) for plan in plans]
         slots: dict[str, int] = {}
-        args: list[Any] = [len(plans)]
+        # One argument, JSON, whatever the number of threads and counters: each argument costs
+        # the client more than the script spends taking the JSON apart.
+        control: list[tuple[int, int, list[str], list[tuple[int, str, int]]]] = []
         for plan in plans:
-            fields = plan.summary
-            args += [plan.at, plan.state.version, len(fields)]
-            args += [part for pair in fields.items() for part in pair]
-            counted = []
+            fields = [part for pair in plan.summary.items() for part in pair]
+            counted: list[tuple[int, str, int]] = []
             for day, counts in sorted(plan.by_day.items()):
                 key = self.keys.view_analytics(
                     self.view, self.keys.partition(plan.thread_id), tenant_of(plan.state), day
@@ -208,9 +209,8 @@ class ViewWriter:
                     keys.append(key)
                     slots[key] = len(keys)
                 counted += [(slots[key], name, amount) for name, amount in sorted(counts.items())]
-            args.append(len(counted))
-            args += [part for triple in counted for part in triple]
-        reply = await self.store.run_script(keys, [str(a).encode() for a in args], VIEW_SCRIPT)
+            control.append((plan.at, plan.state.version, fields, counted))
+        reply = await self.store.run_script(keys, [_json.encode(control)], VIEW_SCRIPT)
         return {plans[int(i) - 1].thread_id for i in reply}
 
     async def _list(self, rows: list[dict[str, str]]) -> None:
