@@ -86,28 +86,36 @@ class Coalescer:
             self._waiting = []
         waiting = [w for w in calls if not w.answer.done()]  # not cancelled meanwhile
         commands = [command for w in waiting for command in w.commands]
-        if not commands:
+        if len(commands) <= 1:
+            _deliver(waiting, [await self._alone(command) for command in commands])
             return
-        if len(commands) == 1:
-            replies = [await self._alone(commands[0])]
-        else:
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # lost (redis-py's retries are spent), or unknown
-                replies = [exc] * len(commands)
-        cut = [i for i, reply in enumerate(replies) if isinstance(reply, RedisConnectionError)]
-        if len(commands) > 1 and cut:
-            # A cluster pipeline hands a connection lost mid-reply to its commands, unretried.
-            # The others are answered now; those go again, each alone and all at once, retried
-            # as a lone command is.
-            _deliver(waiting, replies, holding=set(cut))
-            again = await asyncio.gather(*(self._alone(commands[i]) for i in cut))
-            for i, reply in zip(cut, again, strict=True):
-                replies[i] = reply
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # lost (redis-py's retries are spent), or unknown: all hear
+            _deliver(waiting, [exc] * len(commands))
+            return
+        cut = {i for i, reply in enumerate(replies) if isinstance(reply, RedisConnectionError)}
+        if cut:
+            # A cluster pipeline hands a connection lost mid-reply to the commands it carried,
+            # unretried. The other callers are answered now; each caller's cut commands go
+            # again alone, in their order (callers at once), retried as a lone command is.
+            _deliver(waiting, replies, holding=cut)
+            await asyncio.gather(
+                *(
+                    self._again(commands, replies, [i for i in span if i in cut])
+                    for span in _spans(waiting)
+                )
+            )
         _deliver(waiting, replies)
+
+    async def _again(
+        self, commands: list[tuple[Any, ...]], replies: list[Any], indexes: list[int]
+    ) -> None:
+        for i in indexes:
+            replies[i] = await self._alone(commands[i])
 
     async def _alone(self, command: tuple[Any, ...]) -> Any:
         try:
@@ -126,20 +134,26 @@ class Coalescer:
                 w.answer.cancel()
 
 
+def _spans(waiting: list[_Waiting]) -> list[range]:
+    """The indexes of each caller's commands in the pipeline."""
+    spans, start = [], 0
+    for w in waiting:
+        spans.append(range(start, start + len(w.commands)))
+        start += len(w.commands)
+    return spans
+
+
 def _deliver(waiting: list[_Waiting], replies: list[Any], holding: Set[int] = frozenset()) -> None:
     """Answer each caller with its replies (or its first error), but those with a reply at an
     index in `holding`."""
-    start = 0
-    for w in waiting:
-        end = start + len(w.commands)
-        if not w.answer.done() and not any(i in holding for i in range(start, end)):
-            mine = replies[start:end]
+    for w, span in zip(waiting, _spans(waiting), strict=True):
+        if not w.answer.done() and not any(i in holding for i in span):
+            mine = replies[span.start : span.stop]
             error = next((r for r in mine if isinstance(r, Exception)), None)
             if error is not None:
                 w.answer.set_exception(error)
             else:
                 w.answer.set_result(mine)
-        start = end
 
 
 def _answer(replies: list[Any]) -> list[Any]:

@@ -136,6 +136,38 @@ async def test_a_connection_error_reaches_every_caller() -> None:
     assert all(isinstance(r, RedisConnectionError) for r in replies), replies
 
 
+async def test_a_pipeline_that_gets_no_connection_fails_its_callers_once(
+    redis_url: str, keys: Keyspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy pool's refusal is no lost reply: nothing is sent again, each command alone, to
+    wait on the same busy pool."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=2, timeout=0.3)
+    client = redis.asyncio.Redis.from_pool(pool)
+    empty = f"{keys.prefix}:empty"
+    busy = [asyncio.ensure_future(client.blpop([empty], timeout=2)) for _ in range(2)]
+    await asyncio.sleep(0.1)  # both connections are taken
+    sent_alone = 0
+    execute = client.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        nonlocal sent_alone
+        sent_alone += 1
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counted)
+    coalescer = Coalescer(client)
+    try:
+        replies = await asyncio.gather(
+            *(coalescer.execute("GET", f"{keys.prefix}:k{i}") for i in range(4)),
+            return_exceptions=True,
+        )
+    finally:
+        await asyncio.gather(*busy)
+        await client.aclose()
+    assert all(isinstance(r, RedisConnectionError) for r in replies), replies
+    assert sent_alone == 0
+
+
 async def test_appends_sent_together_after_a_script_flush_all_land(
     store: RedisEventStore, client: Redis
 ) -> None:
@@ -282,6 +314,29 @@ async def test_callers_whose_replies_came_are_not_held_by_a_command_sent_again(
     assert cutter.cut == 1
     assert replies == [BIG, b"1"]
     assert answered == ["came", "cut"]  # the cut one went again, on a connection held 0.5 s
+
+
+async def test_a_callers_cut_commands_go_again_in_their_order(
+    cluster_url: str, keys: Keyspace
+) -> None:
+    async with cut_cluster(cluster_url, keys) as (proxied, cutter, big, small):
+        stream = f"{keys.prefix}:{{a}}:stream"  # beside `big`: its commands follow the cut
+        cutter.armed = True
+        replies, other = await asyncio.gather(
+            Coalescer(proxied).execute_many(
+                ("GET", big),
+                ("DEL", stream),
+                ("XADD", stream, "*", "f", "v"),
+                ("EXPIRE", stream, 100),
+            ),
+            Coalescer(proxied).execute("GET", small),
+        )
+        ttl = await proxied.ttl(stream)
+        await proxied.delete(stream)
+    assert cutter.cut == 1
+    assert replies[0] == BIG
+    assert other == b"1"
+    assert 0 < ttl <= 100  # the EXPIRE came after the XADD that made the stream
 
 
 class ReplyCutter:
