@@ -38,15 +38,8 @@ class Leases:
             replies = await pipe.execute()
         return bool(replies[-1])
 
-    async def release(self, thread_id: str, reply_id: str) -> None:
-        with redis_errors():
-            pipe = self.redis.pipeline(transaction=False)
-            for command in self.release_commands(thread_id, reply_id):
-                pipe.execute_command(*command)
-            await pipe.execute()
-
     def release_commands(self, thread_id: str, reply_id: str) -> list[tuple[Any, ...]]:
-        """The commands of `release`, for a pipeline."""
+        """The commands that free a generation's lease and cancel keys, for a pipeline."""
         # One DEL: both keys carry the thread's hash tag, so they share a cluster slot.
         return [
             ("DEL", self.keys.lease(thread_id, reply_id), self.keys.cancel(thread_id, reply_id))
