@@ -149,7 +149,7 @@ def _deliver(waiting: list[_Waiting], replies: list[Any], holding: Set[int] = fr
     for w, span in zip(waiting, _spans(waiting), strict=True):
         if not w.answer.done() and not any(i in holding for i in span):
             mine = replies[span.start : span.stop]
-            error = next((r for r in mine if isinstance(r, Exception)), None)
+            error = _first_error(mine)
             if error is not None:
                 w.answer.set_exception(error)
             else:
@@ -158,7 +158,11 @@ def _deliver(waiting: list[_Waiting], replies: list[Any], holding: Set[int] = fr
 
 def _answer(replies: list[Any]) -> list[Any]:
     """The replies, or the first error among them, raised."""
-    error = next((r for r in replies if isinstance(r, Exception)), None)
+    error = _first_error(replies)
     if error is not None:
         raise error
     return replies
+
+
+def _first_error(replies: list[Any]) -> Exception | None:
+    return next((r for r in replies if isinstance(r, Exception)), None)

@@ -143,9 +143,7 @@ async def test_a_pipeline_that_gets_no_connection_fails_its_callers_once(
     wait on the same busy pool."""
     pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, max_connections=2, timeout=0.3)
     client = redis.asyncio.Redis.from_pool(pool)
-    empty = f"{keys.prefix}:empty"
-    busy = [asyncio.ensure_future(client.blpop([empty], timeout=2)) for _ in range(2)]
-    await asyncio.sleep(0.1)  # both connections are taken
+    taken = [await pool.get_connection() for _ in range(2)]  # both connections are taken
     sent_alone = 0
     execute = client.execute_command
 
@@ -162,7 +160,8 @@ async def test_a_pipeline_that_gets_no_connection_fails_its_callers_once(
             return_exceptions=True,
         )
     finally:
-        await asyncio.gather(*busy)
+        for connection in taken:
+            await pool.release(connection)
         await client.aclose()
     assert all(isinstance(r, RedisConnectionError) for r in replies), replies
     assert sent_alone == 0
